@@ -1,0 +1,203 @@
+"""``garden-pipeline``: the operator's and the newcomer's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from garden_pipeline.settings import Settings, garden_home
+
+
+def _dagster_home() -> Path:
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        home = str(garden_home() / "dagster_home")
+        os.environ["DAGSTER_HOME"] = home
+    Path(home).mkdir(parents=True, exist_ok=True)
+    return Path(home)
+
+
+def _resources():
+    from garden_pipeline.resources.select import build_resources
+
+    return build_resources(Settings.from_env())
+
+
+def _run_config(args) -> dict:
+    from garden_pipeline.catalogue import CATALOGUE
+
+    ops: dict = {
+        "model_garden_extract": {
+            "config": {"mode": args.mode, "dry_run": args.dry_run, **({"updated_since": args.updated_since}
+                                                                     if args.updated_since else {})}
+        }
+    }
+    if args.allow_large_delete:
+        for e in CATALOGUE:
+            ops[f"gatewaydb__{e.plural}"] = {"config": {"allow_large_delete": True}}
+    return {"ops": ops}
+
+
+def run_sync(args) -> int:
+    """Run a sync job in this process against the configured (or embedded) stack."""
+    from dagster import AssetKey, DagsterInstance
+
+    from garden_pipeline.definitions import defs
+
+    _dagster_home()
+    job = defs.resolve_job_def("full_sync_job" if args.mode == "full" else "incremental_sync_job")
+    selection = None
+    if args.only:
+        from garden_pipeline.catalogue import by_name
+        from garden_pipeline.defs.sync.keys import COMPLETION_KEY
+
+        entities = [by_name(n.strip()) for n in args.only.split(",")]
+        selection = [AssetKey(["extract", e.plural]) for e in entities]
+        selection += [AssetKey(["gatewaydb", e.plural]) for e in entities] + [COMPLETION_KEY]
+    with DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            run_config=_run_config(args), instance=instance, asset_selection=selection, raise_on_error=False
+        )
+        _print_summary(result)
+    return 0 if result.success else 1
+
+
+def _print_summary(result) -> None:
+    rows = []
+    event = None
+    for mat in result.get_asset_materialization_events():
+        m = mat.materialization
+        key = m.asset_key.to_user_string()
+        md = {k: getattr(v, "value", v) for k, v in m.metadata.items()}
+        if key.startswith("gatewaydb/"):
+            rows.append((key.split("/", 1)[1], md))
+        elif key == "redis/sync_completed":
+            event = md
+    if rows:
+        header = f"{'entity':<20}{'inserted':>10}{'updated':>10}{'deleted':>10}{'unchanged':>11}{'rejected':>10}"
+        print(header)
+        print("-" * len(header))
+        for name, md in rows:
+            print(f"{name:<20}{md['inserted']:>10}{md['updated']:>10}{md['deleted']:>10}"
+                  f"{md['unchanged']:>11}{md['rejected']:>10}")
+    if event:
+        state = "published to Redis" if event.get("published") else "recorded in the outbox (Redis not reached)"
+        print(f"\nsync.completed {event.get('event_id', '-')} {state}")
+    if not result.success:
+        for ev in result.all_events:
+            if ev.is_step_failure:
+                err = ev.step_failure_data.error
+                print(f"\nstep {ev.step_key} failed: {err.message.strip() if err else ''}", file=sys.stderr)
+
+
+def cmd_demo(args) -> int:
+    settings = Settings.from_env()
+    print("garden_pipeline demo: full sync of Model Garden into GatewayDB")
+    print(f"  Model Garden: {'MODEL_GARDEN_URL' if settings.model_garden_url else 'embedded simulator'}"
+          f" | GatewayDB: {'GATEWAY_DB_URL' if settings.gateway_db_url else 'embedded PostgreSQL'}"
+          f" | Redis: {'REDIS_URL' if settings.redis_url else 'embedded redis-server'}")
+    print(f"  state under {garden_home()}\n")
+    args.mode, args.dry_run, args.updated_since, args.allow_large_delete, args.only = "full", False, None, False, None
+    code = run_sync(args)
+    if code == 0:
+        print("\nNext: `garden-pipeline dev` opens the Dagster UI on this same stack (http://127.0.0.1:3000);")
+        print("      `garden-pipeline sync --mode incremental` pulls only what changed.")
+    return code
+
+
+def cmd_sync(args) -> int:
+    return run_sync(args)
+
+
+def cmd_dev(args) -> int:
+    home = _dagster_home()
+    cmd = ["dagster", "dev", "-m", "garden_pipeline", "-h", args.host, "-p", str(args.port)]
+    print(f"DAGSTER_HOME={home}; running: {' '.join(cmd)}")
+    bindir = Path(sys.executable).parent
+    os.execv(str(bindir / "dagster") if (bindir / "dagster").exists() else "dagster", cmd)
+    return 0  # pragma: no cover
+
+
+def cmd_db_upgrade(args) -> int:
+    resources = _resources()
+    db = resources["gateway_db"]
+    from garden_pipeline.gatewaydb import migrate
+
+    migrate.upgrade(db.url(), db.db_schema, args.revision)
+    print(f"GatewayDB schema {db.db_schema!r} is at revision {migrate.current(db.url(), db.db_schema)}")
+    return 0
+
+
+def cmd_relay(args) -> int:
+    from garden_pipeline.publish.relay import relay_pending
+
+    r = _resources()
+    db, stream = r["gateway_db"], r["completion_stream"]
+    with db.connect() as conn:
+        result = relay_pending(conn, db.db_schema, stream.client(), stream.stream, stream.dedupe_ttl_seconds)
+    print(json.dumps({"published": result.published, "already_on_stream": result.already_on_stream,
+                      "failed": result.failed}, indent=2))
+    return 0 if not result.failed else 1
+
+
+def cmd_simulate(args) -> int:
+    from garden_pipeline.simulator import run_simulator
+
+    run_simulator(host=args.host, port=args.port, scale=args.scale, seed=args.seed, token=args.token)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="garden-pipeline", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("demo", help="start the embedded stack and simulator, run a full sync, print a summary") \
+        .set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("sync", help="run full_sync_job or incremental_sync_job in this process")
+    s.add_argument("--mode", choices=["full", "incremental"], default="full")
+    s.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
+    s.add_argument("--updated-since", help="RFC 3339; re-pull changes since then (incremental mode)")
+    s.add_argument("--allow-large-delete", action="store_true", help="let the full sync pass the delete guard")
+    s.add_argument("--only", help="comma-separated entity names, e.g. model,llm_model_pricing")
+    s.set_defaults(func=cmd_sync)
+
+    d = sub.add_parser("dev", help="Dagster UI and daemon on the configured (or embedded) stack")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=3000)
+    d.set_defaults(func=cmd_dev)
+
+    db = sub.add_parser("db", help="GatewayDB schema commands")
+    dbsub = db.add_subparsers(dest="db_command", required=True)
+    up = dbsub.add_parser("upgrade", help="apply Alembic migrations")
+    up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(func=cmd_db_upgrade)
+
+    sub.add_parser("relay", help="publish pending sync.completed events to Redis").set_defaults(func=cmd_relay)
+
+    sim = sub.add_parser("simulate", help="run the Model Garden simulator standalone")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--scale", type=int, default=2000)
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--token", default=os.environ.get("MODEL_GARDEN_TOKEN"))
+    sim.set_defaults(func=cmd_simulate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, KeyError) as exc:
+        print(f"garden-pipeline: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dagster definitions, one folder per area, each ending in a small ``Definitions``."""

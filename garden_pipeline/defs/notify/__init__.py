@@ -1,0 +1,1 @@
+"""Announcing completed syncs: the sync.completed outbox entry and its relay to Redis."""

@@ -1,0 +1,1 @@
+"""Reading Model Garden's /sync/all extract: streaming parse and row validation."""

@@ -1,0 +1,235 @@
+"""Row validation generated from the catalogue.
+
+A row that passes is guaranteed to load into its typed GatewayDB column
+(PostgreSQL would otherwise fail the whole COPY), so every check here is at
+least as strict as PostgreSQL: no NUL characters or lone surrogates in text,
+bigint range for integers, RFC 3339 with a time zone for timestamps.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Callable
+
+from garden_pipeline.catalogue import Entity, Field, FieldType
+
+_MONEY_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+_TS_RE = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:\S+$")
+_BIGINT = 2**63 - 1
+
+
+class RowError(ValueError):
+    """A row that breaks the contract; the message names the field and what was wrong."""
+
+    def __init__(self, field: str | None, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def parse_timestamp(value: str) -> datetime:
+    """RFC 3339 -> aware datetime (Python 3.10's fromisoformat takes neither 'Z' nor 9 digits)."""
+    m = _TS_RE.match(value)
+    if not m:
+        raise ValueError("not an RFC 3339 timestamp with a time zone")
+    date, time_, frac, tz = m.groups()
+    frac = (frac or "")[:7]  # '.' + at most microseconds
+    tz = "+00:00" if tz in ("Z", "z") else tz
+    return datetime.fromisoformat(f"{date}T{time_}{frac}{tz}")
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, Decimal, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _clean_text(f: Field, value: Any) -> str:
+    if not isinstance(value, str):
+        raise RowError(f.name, f"field '{f.name}' must be a string, got {_describe(value)}")
+    if "\x00" in value:
+        raise RowError(f.name, f"field '{f.name}' contains a NUL character, which PostgreSQL text cannot store")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RowError(f.name, f"field '{f.name}' contains invalid Unicode (a lone surrogate)") from None
+    if f.min_length is not None and len(value) < f.min_length:
+        raise RowError(f.name, f"field '{f.name}' must not be empty")
+    if f.max_length is not None and len(value) > f.max_length:
+        raise RowError(f.name, f"field '{f.name}' is {len(value)} characters long; at most {f.max_length} allowed")
+    return value
+
+
+def _check_range(f: Field, value) -> None:
+    if f.minimum is not None and value < f.minimum:
+        raise RowError(f.name, f"field '{f.name}' must be >= {f.minimum}, got {value}")
+    if f.maximum is not None and value > f.maximum:
+        raise RowError(f.name, f"field '{f.name}' must be <= {f.maximum}, got {value}")
+
+
+def _converter(f: Field) -> Callable[[Any], Any]:
+    t = f.type
+    if t in (FieldType.ID, FieldType.TEXT):
+        return lambda v: _clean_text(f, v)
+    if t is FieldType.ENUM:
+        choices = frozenset(f.choices)
+
+        def enum(v):
+            if v not in choices or not isinstance(v, str):
+                raise RowError(f.name, f"field '{f.name}' must be one of {', '.join(f.choices)}, got {v!r}"[:300])
+            return v
+
+        return enum
+    if t is FieldType.MONEY:
+
+        def money(v):
+            if not isinstance(v, str):
+                raise RowError(
+                    f.name, f"field '{f.name}' must be a decimal string such as \"1500.00\", got {_describe(v)}"
+                )
+            if len(v) > 64 or not _MONEY_RE.match(v):
+                raise RowError(f.name, f"field '{f.name}' is not a decimal money string: {v[:40]!r}")
+            return v
+
+        return money
+    if t is FieldType.CURRENCY:
+
+        def currency(v):
+            if not isinstance(v, str) or not _CURRENCY_RE.match(v):
+                raise RowError(f.name, f"field '{f.name}' must be a three-letter upper-case currency code, got {v!r}"[:200])
+            return v
+
+        return currency
+    if t is FieldType.TIMESTAMP:
+
+        def timestamp(v):
+            if not isinstance(v, str):
+                raise RowError(f.name, f"field '{f.name}' must be an RFC 3339 timestamp string, got {_describe(v)}")
+            try:
+                return parse_timestamp(v)
+            except ValueError:
+                raise RowError(f.name, f"field '{f.name}' is not a valid RFC 3339 timestamp: {v[:40]!r}") from None
+
+        return timestamp
+    if t is FieldType.INTEGER:
+
+        def integer(v):
+            if isinstance(v, Decimal) and v == v.to_integral_value():
+                v = int(v)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise RowError(f.name, f"field '{f.name}' must be an integer, got {_describe(v)}")
+            if abs(v) > _BIGINT:
+                raise RowError(f.name, f"field '{f.name}' is out of range for a 64-bit integer")
+            _check_range(f, v)
+            return v
+
+        return integer
+    if t is FieldType.NUMBER:
+
+        def number(v):
+            if isinstance(v, bool) or not isinstance(v, (int, Decimal, float)):
+                raise RowError(f.name, f"field '{f.name}' must be a number, got {_describe(v)}")
+            if isinstance(v, float):
+                v = Decimal(repr(v))
+            if isinstance(v, Decimal) and not v.is_finite():
+                raise RowError(f.name, f"field '{f.name}' must be a finite number")
+            _check_range(f, v)
+            return v
+
+        return number
+    if t is FieldType.URI:
+
+        def uri(v):
+            v = _clean_text(f, v)
+            if not _URI_RE.match(v):
+                raise RowError(f.name, f"field '{f.name}' must be an absolute URI, got {v[:60]!r}")
+            return v
+
+        return uri
+    if t is FieldType.TEXT_ARRAY:
+
+        def text_array(v):
+            if not isinstance(v, list):
+                raise RowError(f.name, f"field '{f.name}' must be an array of strings, got {_describe(v)}")
+            for item in v:
+                _clean_text(Field(f.name, FieldType.TEXT, min_length=None), item)
+            return v
+
+        return text_array
+    raise AssertionError(f"no converter for {t}")  # pragma: no cover
+
+
+@dataclass
+class Validation:
+    """Running totals for one entity's rows in one extract."""
+
+    valid: int = 0
+    rejected: int = 0
+    unknown_fields: Counter = field(default_factory=Counter)
+    rejected_by_field: Counter = field(default_factory=Counter)
+
+
+class RowValidator:
+    """Validates and converts one entity's rows into COPY-ready tuples (catalogue field order)."""
+
+    def __init__(self, entity: Entity):
+        self.entity = entity
+        self.known = frozenset(entity.field_names)
+        self._plan = [(f.name, f.required, f.sql_nullable, _converter(f)) for f in entity.fields]
+        self.stats = Validation()
+
+    def convert(self, row: Any) -> tuple:
+        """Return the row's values, or raise RowError naming the field at fault."""
+        if not isinstance(row, dict):
+            raise RowError(None, f"{self.entity.name} row must be a JSON object, got {_describe(row)}")
+        out = []
+        for name, required, nullable, conv in self._plan:
+            if name in row:
+                value = row[name]
+                if value is None:
+                    if not nullable:
+                        raise RowError(name, f"field '{name}' must not be null")
+                    out.append(None)
+                else:
+                    out.append(conv(value))
+            elif required:
+                raise RowError(name, f"required field '{name}' is missing")
+            else:
+                out.append(None)
+        if len(row) > len(out) or not self.known.issuperset(row):
+            extra = [k for k in row if k not in self.known]
+            self.stats.unknown_fields.update(extra)
+        return tuple(out)
+
+    def __call__(self, row: Any) -> tuple[tuple | None, str | None]:
+        try:
+            values = self.convert(row)
+        except RowError as exc:
+            self.stats.rejected += 1
+            self.stats.rejected_by_field[exc.field or "<row>"] += 1
+            return None, str(exc)
+        self.stats.valid += 1
+        return values, None
+
+
+def validate_payload(entity: Entity, payload: Any) -> tuple:
+    """Validate one entity object (an event payload); raises RowError."""
+    return RowValidator(entity).convert(payload)

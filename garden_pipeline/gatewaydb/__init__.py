@@ -1,0 +1,1 @@
+"""Everything that reads or writes GatewayDB: schema, staging, the apply (upsert) function, bookkeeping."""

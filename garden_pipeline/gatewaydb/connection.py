@@ -1,0 +1,50 @@
+"""Connections to GatewayDB: URL forms for psycopg and SQLAlchemy, and advisory-lock keys."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+_DRIVER_RE = re.compile(r"^postgres(?:ql)?(?:\+\w+)?://")
+
+
+def libpq_url(url: str) -> str:
+    """``postgresql+psycopg://…`` or ``postgres://…`` -> a URL libpq accepts."""
+    if not _DRIVER_RE.match(url):
+        raise ValueError(f"GATEWAY_DB_URL must start with postgresql:// (got a URL with scheme {url.split(':', 1)[0]!r})")
+    return _DRIVER_RE.sub("postgresql://", url, count=1)
+
+
+def sqlalchemy_url(url: str) -> str:
+    return _DRIVER_RE.sub("postgresql+psycopg://", libpq_url(url), count=1)
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = netloc[0].split(":", 1)[0] + ":***"
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{netloc[1]}"))
+
+
+def connect(url: str, **kwargs) -> psycopg.Connection:
+    try:
+        return psycopg.connect(libpq_url(url), **kwargs)
+    except psycopg.OperationalError as exc:
+        # libpq's message can echo the connection string; keep the password out of it.
+        raise psycopg.OperationalError(f"cannot connect to GatewayDB at {redact(url)}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def advisory_key(*parts: str) -> int:
+    """A stable signed 64-bit key for pg_advisory_xact_lock from names."""
+    digest = hashlib.blake2b("/".join(("garden_pipeline", *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)

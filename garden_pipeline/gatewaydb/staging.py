@@ -1,0 +1,343 @@
+"""Landing an extract: validated rows COPYed into an unlogged staging table per entity.
+
+An extract lands in one transaction: if the body breaks off or is not valid
+JSON, the transaction rolls back and nothing of it exists. Staging tables are
+UNLOGGED (no WAL; they are scratch copies that can be re-fetched) and named
+per batch, so a full sync and an incremental sync never share one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Iterable, Iterator
+
+import psycopg
+from psycopg import sql
+
+from garden_pipeline.catalogue import CATALOGUE, Entity, by_name
+from garden_pipeline.extract.stream import DocumentHeader, ExtractError, walk_extract
+from garden_pipeline.extract.validate import RowValidator, parse_timestamp
+from garden_pipeline.gatewaydb.sql import columns, ident, sync_table
+from garden_pipeline.gatewaydb.tables import sync_schema
+
+ORDINAL = "_ord"  # position of the row in the document; breaks ties between duplicate ids
+REJECTED = "_rejected"  # an invalid row kept by id only, so a full sync does not take it for a deletion
+_REJECT_FLUSH = 2000  # rejected rows buffered before they are written (bounds memory on a bad extract)
+_SAMPLE = 5
+
+
+def _json_default(value: Any):
+    if isinstance(value, Decimal):
+        return float(value) if value != value.to_integral_value() else int(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u(d[89a-f][0-9a-f]{2})", re.IGNORECASE)
+
+
+def raw_json(row: Any) -> str:
+    """The row as JSON that jsonb accepts: NUL and lone surrogates are kept as visible escapes."""
+    text = json.dumps(row, default=_json_default, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = _SURROGATE_ESCAPE.sub(r"\\\\u\1", json.dumps(row, default=_json_default))
+    return text.replace("\\u0000", "\\\\u0000")
+
+
+@dataclass
+class LandedEntity:
+    """What one entity's part of an extract left in staging."""
+
+    entity: str
+    stage_table: str
+    rows: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    unknown_fields: dict[str, int] = field(default_factory=dict)
+    rejected_by_field: dict[str, int] = field(default_factory=dict)
+    reject_samples: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LandedExtract:
+    batch_id: str
+    mode: str
+    dry_run: bool
+    generated_at: datetime
+    updated_since: datetime | None
+    bytes_read: int
+    entities: dict[str, LandedEntity]
+
+
+def stage_table_name(entity: Entity, batch_id: str) -> str:
+    return f"stage_{entity.table}_{batch_id}"
+
+
+def _create_stage(cur: psycopg.Cursor, schema: str, entity: Entity, table: str) -> None:
+    from garden_pipeline.gatewaydb.tables import build_metadata
+
+    cols = build_metadata(schema).tables[f"{schema}.{entity.table}"].columns
+    defs = [
+        sql.SQL("{} {}").format(ident(c.name), sql.SQL(c.type.compile(dialect=_pg_dialect())))
+        for c in cols
+        if c.name in entity.field_names
+    ]
+    defs.append(sql.SQL("{} bigint NOT NULL").format(ident(ORDINAL)))
+    defs.append(sql.SQL("{} boolean NOT NULL").format(ident(REJECTED)))
+    cur.execute(
+        sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(
+            ident(sync_schema(schema), table), sql.SQL(", ").join(defs)
+        )
+    )
+
+
+def _pg_dialect():
+    from sqlalchemy.dialects import postgresql
+
+    return postgresql.dialect()
+
+
+class _EntityLoader:
+    """Streams one entity array into its staging table, diverting invalid rows."""
+
+    def __init__(self, conn: psycopg.Connection, schema: str, run_id: str, entity: Entity, landed: LandedEntity,
+                 record_rejects: bool):
+        self.conn, self.schema, self.run_id, self.entity, self.landed = conn, schema, run_id, entity, landed
+        self.record_rejects = record_rejects
+        self.validator = RowValidator(entity)
+        self.seen: set[str] = set()
+        self.duplicate_ids: set[str] = set()
+        self._rejects: list[tuple] = []
+        self._ordinal = 0
+        self._blank = (None,) * (len(entity.field_names) - 1)
+        self._copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            ident(sync_schema(schema), landed.stage_table), columns((*entity.field_names, ORDINAL, REJECTED))
+        )
+
+    def load(self, rows: Iterator[Any]) -> None:
+        with self.conn.cursor() as cur:
+            while True:
+                more = False
+                with cur.copy(self._copy_sql) as copy:
+                    for row in rows:
+                        self._ordinal += 1
+                        values, reason = self.validator(row)
+                        if reason is None:
+                            copy.write_row((*values, self._ordinal, False))
+                            rid = values[0]
+                            if rid in self.seen:
+                                self.duplicate_ids.add(rid)
+                            else:
+                                self.seen.add(rid)
+                            continue
+                        rid = self._reject(row, reason)
+                        if rid is not None:
+                            copy.write_row((rid, *self._blank, self._ordinal, True))
+                        if len(self._rejects) >= _REJECT_FLUSH:
+                            more = True
+                            break  # end this COPY to write rejects, then carry on with a new one
+                self._flush_rejects(cur)
+                if not more:
+                    break
+        stats = self.validator.stats
+        self.landed.rows = stats.valid
+        self.landed.rejected += stats.rejected
+        self.landed.unknown_fields = dict(stats.unknown_fields)
+        self.landed.rejected_by_field = dict(stats.rejected_by_field)
+        self.seen.clear()
+
+    def _reject(self, row: Any, reason: str) -> str | None:
+        """Record an invalid row; return its id if it has a usable one (it still counts as present)."""
+        rid = row.get("id") if isinstance(row, dict) else None
+        if not isinstance(rid, str) or not rid or "\x00" in rid or len(rid) > 128 or not _utf8(rid):
+            rid = None
+        if len(self.landed.reject_samples) < _SAMPLE:
+            self.landed.reject_samples.append(f"{rid or '?'}: {reason}")
+        if self.record_rejects:
+            self._rejects.append((self.run_id, self.entity.name, rid, f"{self.entity.name}: {reason}", raw_json(row)))
+        return rid
+
+    def _flush_rejects(self, cur: psycopg.Cursor) -> None:
+        if self._rejects:
+            insert_rejects(cur, self.schema, self._rejects)
+            self._rejects.clear()
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def insert_rejects(cur: psycopg.Cursor, schema: str, rows: list[tuple]) -> None:
+    cur.executemany(
+        sql.SQL("INSERT INTO {} (run_id, entity, record_id, reason, raw) VALUES (%s, %s, %s, %s, %s::jsonb)").format(
+            sync_table(schema, "rejected_records")
+        ),
+        rows,
+    )
+
+
+def _resolve_duplicates(cur: psycopg.Cursor, schema: str, run_id: str, entity: Entity, landed: LandedEntity,
+                        duplicate_ids: set[str], record_rejects: bool) -> None:
+    """Keep, per duplicated id, the occurrence with the latest updated_time (then the last one); reject the rest."""
+    stage = ident(sync_schema(schema), landed.stage_table)
+    cur.execute(
+        sql.SQL(
+            """
+            WITH ranked AS (
+                SELECT ctid AS rid, id, row_number() OVER (PARTITION BY id ORDER BY updated_time DESC, {ord} DESC) AS rn
+                FROM {stage} WHERE id = ANY(%(ids)s) AND NOT {rejected}
+            ), gone AS (
+                DELETE FROM {stage} s USING ranked r WHERE s.ctid = r.rid AND r.rn > 1
+                RETURNING s.*
+            )
+            SELECT id, to_jsonb(gone) - {ord_name} - {rejected_name} FROM gone
+            """
+        ).format(stage=stage, ord=ident(ORDINAL), ord_name=sql.Literal(ORDINAL), rejected=ident(REJECTED),
+                 rejected_name=sql.Literal(REJECTED)),
+        {"ids": list(duplicate_ids)},
+    )
+    dropped = cur.fetchall()
+    landed.duplicates = len(dropped)
+    landed.rows -= len(dropped)
+    landed.rejected += len(dropped)
+    reason = "{}: duplicate id in the extract; kept the occurrence with the latest updated_time"
+    if record_rejects and dropped:
+        insert_rejects(cur, schema, [(run_id, entity.name, rid, reason.format(entity.name), json.dumps(raw))
+                                     for rid, raw in dropped])
+    for rid, _ in dropped[: max(0, _SAMPLE - len(landed.reject_samples))]:
+        landed.reject_samples.append(f"{rid}: duplicate id in the extract")
+
+
+def land_extract(
+    conn: psycopg.Connection,
+    schema: str,
+    run_id: str,
+    chunks: Iterable[bytes],
+    entities: Iterable[str],
+    mode: str,
+    dry_run: bool = False,
+) -> LandedExtract:
+    """Stream ``chunks`` (the /sync/all body) into staging for ``entities``; one transaction."""
+    wanted = {name: by_name(name) for name in entities}
+    batch_id = uuid.uuid4().hex[:12]
+    landed = {
+        name: LandedEntity(name, stage_table_name(e, batch_id)) for name, e in wanted.items()
+    }
+    seen_arrays: set[str] = set()
+    with conn.transaction():
+        with conn.cursor() as cur:
+            for name, e in wanted.items():
+                _create_stage(cur, schema, e, landed[name].stage_table)
+
+        def on_array(entity: Entity, rows: Iterator[Any]) -> None:
+            if entity.name not in wanted:
+                return
+            if entity.name in seen_arrays:
+                raise ExtractError(f"the /sync/all body has the '{entity.extract_key}' array twice")
+            seen_arrays.add(entity.name)
+            loader = _EntityLoader(conn, schema, run_id, entity, landed[entity.name], record_rejects=not dry_run)
+            loader.load(rows)
+            if loader.duplicate_ids:
+                with conn.cursor() as cur:
+                    _resolve_duplicates(cur, schema, run_id, entity, landed[entity.name], loader.duplicate_ids,
+                                        record_rejects=not dry_run)
+
+        header: DocumentHeader = walk_extract(chunks, on_array)
+        if not header.generated_at:
+            raise ExtractError("the /sync/all body has no 'generated_at'; cannot tell how current it is")
+        try:
+            generated_at = parse_timestamp(header.generated_at)
+        except ValueError:
+            raise ExtractError(f"'generated_at' is not an RFC 3339 timestamp: {header.generated_at[:40]!r}") from None
+        updated_since = None
+        if header.updated_since:
+            try:
+                updated_since = parse_timestamp(header.updated_since)
+            except ValueError:
+                raise ExtractError(
+                    f"'updated_since' is not an RFC 3339 timestamp: {header.updated_since[:40]!r}"
+                ) from None
+        with conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {} (batch_id, entity, run_id, mode, dry_run, generated_at, updated_since, "
+                    "stage_table, rows, rejected, unknown_fields) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb)"
+                ).format(sync_table(schema, "landed_extracts")),
+                [
+                    (batch_id, le.entity, run_id, mode, dry_run, generated_at, updated_since, le.stage_table,
+                     le.rows, le.rejected, json.dumps(le.unknown_fields))
+                    for le in landed.values()
+                ],
+            )
+    return LandedExtract(batch_id, mode, dry_run, generated_at, updated_since, header.bytes_read, landed)
+
+
+@dataclass(frozen=True)
+class LandedRef:
+    batch_id: str
+    entity: str
+    run_id: str
+    mode: str
+    dry_run: bool
+    generated_at: datetime
+    stage_table: str
+    rows: int
+    rejected: int
+    applied_at: datetime | None
+
+
+def find_landed(conn: psycopg.Connection, schema: str, entity: str, run_id: str) -> LandedRef | None:
+    """The batch this run landed for ``entity``; else the newest one not yet applied."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT batch_id, entity, run_id, mode, dry_run, generated_at, stage_table, rows, rejected, applied_at "
+            "FROM {} WHERE entity = %(e)s AND (run_id = %(r)s OR (applied_at IS NULL AND NOT dry_run)) "
+            "ORDER BY (run_id = %(r)s) DESC, landed_at DESC LIMIT 1"
+        ).format(sync_table(schema, "landed_extracts")),
+        {"e": entity, "r": run_id},
+    ).fetchone()
+    return LandedRef(*row) if row else None
+
+
+def drop_stale_stages(conn: psycopg.Connection, schema: str, entity: str, keep: set[str]) -> int:
+    """Drop staging tables of ``entity`` no longer needed.
+
+    Kept: the batches in ``keep``, the newest applied full extract (the drift
+    checks compare against it) and unapplied batches younger than a day.
+    """
+    table = sync_table(schema, "landed_extracts")
+    with conn.transaction():
+        rows = conn.execute(
+            sql.SQL(
+                """
+                SELECT batch_id, stage_table FROM {t} l
+                WHERE entity = %(e)s AND NOT (batch_id = ANY(%(keep)s))
+                  AND (applied_at IS NOT NULL OR dry_run OR landed_at < now() - interval '1 day')
+                  AND batch_id IS DISTINCT FROM (
+                      SELECT batch_id FROM {t} WHERE entity = %(e)s AND mode = 'full' AND applied_at IS NOT NULL
+                      AND NOT dry_run ORDER BY applied_at DESC LIMIT 1)
+                """
+            ).format(t=table),
+            {"e": entity, "keep": list(keep)},
+        ).fetchall()
+        for batch_id, stage in rows:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(sync_schema(schema), stage)))
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE batch_id = %s AND entity = %s").format(table), (batch_id, entity)
+            )
+    return len(rows)
+
+
+ALL_ENTITIES = tuple(e.name for e in CATALOGUE)

@@ -1,0 +1,1 @@
+"""Delivering sync.completed events from the outbox to the Redis stream."""

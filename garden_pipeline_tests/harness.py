@@ -1,0 +1,116 @@
+"""Running the real sync assets against a test's schema, stream and simulator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from dagster import AssetKey, DagsterInstance, materialize
+
+from garden_pipeline.catalogue import CATALOGUE, by_name
+from garden_pipeline.defs.notify.completion import sync_completed
+from garden_pipeline.defs.sync.extract_assets import model_garden_extract
+from garden_pipeline.defs.sync.gateway_assets import gateway_assets
+from garden_pipeline.defs.sync.keys import COMPLETION_KEY
+from garden_pipeline.gatewaydb.tables import DELETED_COLUMN
+from garden_pipeline.resources import (
+    EmbeddedCompletionStream,
+    ModelGardenClient,
+    PostgresGatewayDB,
+    RedisCompletionStream,
+)
+
+ALL_ASSETS = [model_garden_extract, *gateway_assets, sync_completed]
+
+
+@dataclass
+class Stack:
+    pg_url: str
+    schema: str
+    model_garden_url: str
+    redis: tuple[str | None, str | None]
+    stream: str
+    token: str | None = None
+
+    def resources(self, **model_garden_overrides) -> dict:
+        url, file = self.redis
+        stream = (
+            RedisCompletionStream(redis_url=url, stream=self.stream)
+            if url
+            else EmbeddedCompletionStream(db_file=file, stream=self.stream)
+        )
+        mg = dict(url=self.model_garden_url, token=self.token, backoff_initial=0.01, backoff_max=0.05,
+                  read_timeout=5.0)
+        mg.update(model_garden_overrides)
+        return {
+            "model_garden": ModelGardenClient(**mg),
+            "gateway_db": PostgresGatewayDB(db_url=self.pg_url, db_schema=self.schema),
+            "completion_stream": stream,
+        }
+
+    def sync(
+        self,
+        mode: str = "full",
+        entities: list[str] | None = None,
+        dry_run: bool = False,
+        updated_since: str | None = None,
+        gateway_config: dict | None = None,
+        resources: dict | None = None,
+        instance: DagsterInstance | None = None,
+    ):
+        extract_cfg = {"mode": mode, "dry_run": dry_run}
+        if updated_since:
+            extract_cfg["updated_since"] = updated_since
+        ops = {"model_garden_extract": {"config": extract_cfg}}
+        if gateway_config:
+            for e in CATALOGUE if entities is None else [by_name(n) for n in entities]:
+                ops[f"gatewaydb__{e.plural}"] = {"config": gateway_config}
+        selection = None
+        if entities is not None:
+            selection = [AssetKey(["extract", by_name(n).plural]) for n in entities]
+            selection += [AssetKey(["gatewaydb", by_name(n).plural]) for n in entities] + [COMPLETION_KEY]
+        return materialize(
+            ALL_ASSETS,
+            resources=resources or self.resources(),
+            run_config={"ops": ops},
+            selection=selection,
+            raise_on_error=False,
+            instance=instance,
+        )
+
+
+def metadata(result, key: str) -> dict:
+    """Materialization metadata of asset ``key`` (e.g. 'gatewaydb/models') as plain values."""
+    for ev in result.get_asset_materialization_events():
+        m = ev.materialization
+        if m.asset_key.to_user_string() == key:
+            return {k: getattr(v, "value", v) for k, v in m.metadata.items()}
+    raise KeyError(key)
+
+
+def failure_messages(result) -> str:
+    """Every step failure's message, with its causes."""
+    out = []
+    for ev in result.all_events:
+        if ev.is_step_failure:
+            err = ev.step_failure_data.error
+            while err is not None:
+                out.append(err.message)
+                err = err.cause
+    return "\n".join(out)
+
+
+def live_rows(conn: psycopg.Connection, schema: str, entity: str) -> dict[str, dict]:
+    """entity id -> contract fields of live rows, as JSON-comparable values."""
+    e = by_name(entity)
+    cols = ", ".join(f'"{c}"' for c in e.field_names)
+    rows = conn.execute(
+        f'SELECT {cols} FROM "{schema}"."{e.table}" WHERE "{DELETED_COLUMN}" IS NULL'
+    ).fetchall()
+    return {r[0]: dict(zip(e.field_names, r)) for r in rows}
+
+
+def versions(conn: psycopg.Connection, schema: str, entity: str) -> dict[str, str]:
+    """id -> xmin: changes whenever PostgreSQL writes a new version of the row."""
+    e = by_name(entity)
+    return dict(conn.execute(f'SELECT id, xmin::text FROM "{schema}"."{e.table}"').fetchall())

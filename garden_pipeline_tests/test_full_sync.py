@@ -1,0 +1,166 @@
+"""Full sync: the extract lands in GatewayDB field by field, and only changes are written."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+
+from garden_pipeline.catalogue import CATALOGUE, ENTITIES, FieldType
+from garden_pipeline.extract.validate import parse_timestamp
+from garden_pipeline.simulator import SimulatorServer
+from garden_pipeline_tests.harness import Stack, failure_messages, live_rows, metadata, versions
+
+
+@pytest.fixture
+def sim():
+    with SimulatorServer(scale=300, seed=11) as server:
+        yield server
+
+
+@pytest.fixture
+def stack(pg_url, schema, sim, redis_url_or_file, stream_name) -> Stack:
+    return Stack(pg_url, schema, sim.url, redis_url_or_file, stream_name)
+
+
+def _expected(value, ftype: FieldType):
+    """Model Garden's JSON value as GatewayDB's column returns it."""
+    if value is None:
+        return None
+    if ftype is FieldType.TIMESTAMP:
+        return parse_timestamp(value)
+    if ftype in (FieldType.MONEY, FieldType.NUMBER):
+        return Decimal(str(value))
+    return value
+
+
+def assert_db_equals_state(db, schema: str, state) -> None:
+    snapshot = state.snapshot()
+    for entity in CATALOGUE:
+        rows = live_rows(db, schema, entity.name)
+        want = snapshot[entity.name]
+        assert set(rows) == set(want), f"{entity.name}: ids differ"
+        for rid, row in want.items():
+            for f in entity.fields:
+                got = rows[rid][f.name]
+                exp = _expected(row.get(f.name), f.type)
+                assert got == exp, f"{entity.name} {rid}.{f.name}: {got!r} != {exp!r}"
+                if f.type is FieldType.MONEY:
+                    assert str(got) == row[f.name], "money keeps Model Garden's exact digits"
+
+
+def test_full_sync_into_empty_db_equals_extract_field_by_field(stack, sim, db, schema):
+    result = stack.sync()
+    assert result.success, failure_messages(result)
+    assert_db_equals_state(db, schema, sim.state)
+    total = sum(metadata(result, f"gatewaydb/{e.plural}")["inserted"] for e in CATALOGUE)
+    assert total == sum(sim.state.counts().values())
+
+
+def test_second_identical_full_sync_writes_zero_rows(stack, db, schema):
+    assert stack.sync().success
+    before = {e: versions(db, schema, e) for e in ENTITIES}
+    result = stack.sync()
+    assert result.success, failure_messages(result)
+    for e in CATALOGUE:
+        md = metadata(result, f"gatewaydb/{e.plural}")
+        assert (md["inserted"], md["updated"], md["deleted"]) == (0, 0, 0), e.name
+        assert md["unchanged"] > 0
+        assert versions(db, schema, e.name) == before[e.name], f"{e.name}: a row was rewritten"
+
+
+def test_a_changed_row_updates_exactly_that_row(stack, sim, db, schema):
+    assert stack.sync().success
+    before = versions(db, schema, "llm_model_pricing")
+    price_id = sorted(before)[0]
+    sim.state.update("llm_model_pricing", price_id, input_price_per_1k_tokens="0.0999")
+    result = stack.sync()
+    assert result.success, failure_messages(result)
+    md = metadata(result, "gatewaydb/llm_model_pricing")
+    assert (md["inserted"], md["updated"], md["deleted"]) == (0, 1, 0)
+    after = versions(db, schema, "llm_model_pricing")
+    assert {k for k in after if after[k] != before[k]} == {price_id}
+    assert live_rows(db, schema, "llm_model_pricing")[price_id]["input_price_per_1k_tokens"] == Decimal("0.0999")
+
+
+def test_row_absent_from_full_extract_is_tombstoned(stack, sim, db, schema):
+    assert stack.sync().success
+    limit_id = sorted(sim.state.snapshot()["llm_model_limit"])[0]
+    sim.state.delete("llm_model_limit", limit_id)
+    result = stack.sync()
+    assert result.success, failure_messages(result)
+    assert metadata(result, "gatewaydb/llm_model_limits")["deleted"] == 1
+    deleted_at, = db.execute(
+        f'SELECT deleted_at FROM "{schema}".llm_model_limits WHERE id = %s', (limit_id,)
+    ).fetchone()
+    assert isinstance(deleted_at, datetime), "the row is kept, with a tombstone"
+    assert limit_id not in live_rows(db, schema, "llm_model_limit")
+
+
+def test_delete_guard_trips_and_leaves_db_untouched(stack, sim, db, schema):
+    assert stack.sync().success
+    before = versions(db, schema, "subscription")
+    sim.faults.add("drop_fraction", entity="subscription", fraction=0.5)
+    result = stack.sync()
+    assert not result.success
+    message = failure_messages(result)
+    assert "delete guard" in message and "subscriptions" in message
+    assert versions(db, schema, "subscription") == before
+    # The parents were written (unchanged) and nothing downstream of the failure ran.
+    assert db.execute(f'SELECT count(*) FROM "{schema}_sync".outbox').fetchone()[0] == 1
+
+
+def test_delete_guard_can_be_overridden_on_purpose(stack, sim, db, schema):
+    assert stack.sync().success
+    live = len(live_rows(db, schema, "subscription"))
+    sim.faults.add("drop_fraction", entity="subscription", fraction=0.5)
+    result = stack.sync(gateway_config={"allow_large_delete": True})
+    assert result.success, failure_messages(result)
+    deleted = metadata(result, "gatewaydb/subscriptions")["deleted"]
+    assert deleted > 0.3 * live
+    assert len(live_rows(db, schema, "subscription")) == live - deleted
+
+
+def test_empty_extract_refused_while_table_has_rows(stack, sim, db, schema):
+    assert stack.sync().success
+    before = {e: versions(db, schema, e) for e in ENTITIES}
+    sim.faults.add("empty")
+    result = stack.sync()
+    assert not result.success
+    assert "has no projects" in failure_messages(result)
+    assert {e: versions(db, schema, e) for e in ENTITIES} == before
+
+
+def test_dry_run_reports_and_writes_nothing(stack, sim, db, schema):
+    assert stack.sync().success
+    before = {e: versions(db, schema, e) for e in ENTITIES}
+    sim.state.update("model", sorted(sim.state.snapshot()["model"])[0], model_name="renamed-model")
+    victim = sorted(sim.state.snapshot()["llm_model_limit"])[0]
+    sim.state.delete("llm_model_limit", victim)
+    result = stack.sync(dry_run=True)
+    assert result.success, failure_messages(result)
+    models = metadata(result, "gatewaydb/models")
+    assert models["dry_run"] is True and models["updated"] == 1
+    limits = metadata(result, "gatewaydb/llm_model_limits")
+    assert limits["deleted"] == 1 and victim in limits["preview"]
+    assert {e: versions(db, schema, e) for e in ENTITIES} == before
+    assert metadata(result, "redis/sync_completed")["published"] is False
+    assert db.execute(f'SELECT count(*) FROM "{schema}_sync".run_counts').fetchone()[0] == len(ENTITIES)
+
+
+def test_single_entity_rematerialisation_touches_only_that_entity(stack, sim, db, schema):
+    assert stack.sync().success
+    before = {e: versions(db, schema, e) for e in ENTITIES}
+    model_id = sorted(sim.state.snapshot()["model"])[0]
+    sim.state.update("model", model_id, model_name="only-models-changed")
+    sim.state.update("project", sorted(sim.state.snapshot()["project"])[0], project_name="not-synced-yet")
+    result = stack.sync(entities=["model"])
+    assert result.success, failure_messages(result)
+    keys = {ev.materialization.asset_key.to_user_string() for ev in result.get_asset_materialization_events()}
+    assert keys == {"extract/models", "gatewaydb/models", "redis/sync_completed"}
+    after = {e: versions(db, schema, e) for e in ENTITIES}
+    for e in ENTITIES:
+        if e != "model":
+            assert after[e] == before[e], f"{e} was touched"
+    assert {k for k in after["model"] if after["model"][k] != before["model"][k]} == {model_id}
