@@ -11,11 +11,33 @@ from pathlib import Path
 from garden_pipeline.settings import Settings, garden_home
 
 
+_EMBEDDED_INSTANCE = """\
+# Dagster instance for the embedded default, written by garden-pipeline.
+# Storage: SQLite files in this folder. Production uses the repository's dagster.yaml.
+telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 2
+    tag_concurrency_limits:
+      - key: garden/sync
+        value: gatewaydb
+        limit: 1
+"""
+
+
 def _dagster_home() -> Path:
+    """DAGSTER_HOME, defaulting to .garden/dagster_home with an embedded instance file."""
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         home = str(garden_home() / "dagster_home")
         os.environ["DAGSTER_HOME"] = home
+        instance_file = Path(home) / "dagster.yaml"
+        if not instance_file.exists():
+            instance_file.parent.mkdir(parents=True, exist_ok=True)
+            instance_file.write_text(_EMBEDDED_INSTANCE)
     Path(home).mkdir(parents=True, exist_ok=True)
     return Path(home)
 
@@ -38,7 +60,8 @@ def _run_config(args) -> dict:
     if args.allow_large_delete:
         for e in CATALOGUE:
             ops[f"gatewaydb__{e.plural}"] = {"config": {"allow_large_delete": True}}
-    return {"ops": ops}
+    # The console shows warnings and failures only; everything is in the run's event log.
+    return {"ops": ops, "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def run_sync(args) -> int:
@@ -66,6 +89,9 @@ def run_sync(args) -> int:
 
 
 def _print_summary(result) -> None:
+    from garden_pipeline.catalogue import CATALOGUE
+
+    order = {e.plural: i for i, e in enumerate(CATALOGUE)}
     rows = []
     event = None
     for mat in result.get_asset_materialization_events():
@@ -76,6 +102,7 @@ def _print_summary(result) -> None:
             rows.append((key.split("/", 1)[1], md))
         elif key == "redis/sync_completed":
             event = md
+    rows.sort(key=lambda r: order.get(r[0], 99))
     if rows:
         header = f"{'entity':<20}{'inserted':>10}{'updated':>10}{'deleted':>10}{'unchanged':>11}{'rejected':>10}"
         print(header)
@@ -102,6 +129,10 @@ def cmd_demo(args) -> int:
     print(f"  state under {garden_home()}\n")
     args.mode, args.dry_run, args.updated_since, args.allow_large_delete, args.only = "full", False, None, False, None
     code = run_sync(args)
+    if code == 0 and not settings.gateway_db_url:
+        print(f"\nGatewayDB (embedded PostgreSQL 16) keeps its data in {garden_home() / 'pgdata'};")
+        print(f"  schema {settings.gateway_db_schema!r} holds the gateway's tables, "
+              f"{settings.gateway_db_schema + '_sync'!r} the pipeline's bookkeeping.")
     if code == 0:
         print("\nNext: `garden-pipeline dev` opens the Dagster UI on this same stack (http://127.0.0.1:3000);")
         print("      `garden-pipeline sync --mode incremental` pulls only what changed.")
@@ -114,6 +145,12 @@ def cmd_sync(args) -> int:
 
 def cmd_dev(args) -> int:
     home = _dagster_home()
+    settings = Settings.from_env()
+    if not settings.gateway_db_url:
+        # Open the embedded PostgreSQL in this process: exec keeps the pid, so it stays up while the UI runs.
+        from garden_pipeline.embedded.postgres import embedded_postgres_url
+
+        embedded_postgres_url(garden_home() / "pgdata")
     cmd = ["dagster", "dev", "-m", "garden_pipeline", "-h", args.host, "-p", str(args.port)]
     print(f"DAGSTER_HOME={home}; running: {' '.join(cmd)}")
     bindir = Path(sys.executable).parent

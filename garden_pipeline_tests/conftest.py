@@ -68,3 +68,25 @@ def db(pg_url):
     """A plain autocommit connection for assertions."""
     with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def sim_params() -> dict:
+    """Scale and seed of the simulated Model Garden; a test module may override this fixture."""
+    return {"scale": 300, "seed": 7}
+
+
+@pytest.fixture
+def sim(sim_params):
+    from garden_pipeline.simulator import SimulatorServer
+
+    with SimulatorServer(**sim_params) as server:
+        yield server
+
+
+@pytest.fixture
+def stack(pg_url, schema, sim, redis_url_or_file, stream_name):
+    """The real assets wired to this test's schema, stream and simulator."""
+    from garden_pipeline_tests.harness import Stack
+
+    return Stack(pg_url, schema, sim.url, redis_url_or_file, stream_name)

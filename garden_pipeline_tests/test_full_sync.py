@@ -5,23 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-import pytest
 
 from garden_pipeline.catalogue import CATALOGUE, ENTITIES, FieldType
 from garden_pipeline.extract.validate import parse_timestamp
-from garden_pipeline.simulator import SimulatorServer
-from garden_pipeline_tests.harness import Stack, failure_messages, live_rows, metadata, versions
-
-
-@pytest.fixture
-def sim():
-    with SimulatorServer(scale=300, seed=11) as server:
-        yield server
-
-
-@pytest.fixture
-def stack(pg_url, schema, sim, redis_url_or_file, stream_name) -> Stack:
-    return Stack(pg_url, schema, sim.url, redis_url_or_file, stream_name)
+from garden_pipeline_tests.harness import failure_messages, live_rows, metadata, versions
 
 
 def _expected(value, ftype: FieldType):

@@ -9,6 +9,7 @@ PostgreSQL already on port 5432.
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 
 _lock = threading.Lock()
@@ -24,8 +25,10 @@ def embedded_postgres_url(data_dir: Path) -> str:
         server = _servers.get(data_dir)
         if server is None:
             data_dir.parent.mkdir(parents=True, exist_ok=True)
-            # cleanup_mode=None keeps the postmaster running after this process exits,
-            # so the next step process or CLI call does not pay the start-up again.
-            server = pgserver.get_server(data_dir, cleanup_mode=None)
+            # 'stop': the postmaster stops when the last process that opened it exits, so a demo
+            # leaves nothing running; `garden-pipeline dev` holds it open for the UI's lifetime.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
+                server = pgserver.get_server(data_dir, cleanup_mode="stop")
             _servers[data_dir] = server
         return server.get_uri()  # type: ignore[attr-defined]

@@ -58,13 +58,18 @@ def walk_extract(
     events = ijson.parse(reader, use_float=False)
     try:
         _walk(events, header, on_array)
-    except ijson.IncompleteJSONError as exc:
-        raise ExtractError(
-            f"the /sync/all body ended after {reader.bytes_read} bytes before the JSON document was complete "
-            f"(cut off mid-way?): {exc}"
-        ) from None
     except ijson.JSONError as exc:
-        raise ExtractError(f"the /sync/all body is not valid JSON (after {reader.bytes_read} bytes): {exc}") from None
+        # yajl reports every syntax error as "incomplete"; only an early end of input is a cut-off body.
+        text = str(exc)
+        if "premature EOF" in text or "document ended" in text or "empty body" in text:
+            raise ExtractError(
+                f"the /sync/all body ended after {reader.bytes_read} bytes before the JSON document was complete "
+                f"(cut off mid-way?)"
+            ) from None
+        raise ExtractError(
+            f"the /sync/all body is not valid JSON (within its first {reader.bytes_read} bytes): "
+            f"{text.splitlines()[0][:200]}"
+        ) from None
     header.bytes_read = reader.bytes_read
     return header
 

@@ -124,14 +124,11 @@ class ModelGardenResource(ConfigurableResource, ABC):
 
 
 def _body(response: httpx.Response) -> Iterator[bytes]:
-    received = 0
     try:
-        for chunk in response.iter_bytes(chunk_size=256 * 1024):
-            received += len(chunk)
-            yield chunk
+        yield from response.iter_bytes(chunk_size=256 * 1024)
     except (httpx.TimeoutException, httpx.TransportError) as exc:
         raise ExtractError(
-            f"the connection to Model Garden broke after {received} bytes of the /sync/all body "
+            f"the connection to Model Garden broke after {response.num_bytes_downloaded} bytes of the /sync/all body "
             f"({type(exc).__name__}); nothing from this extract was written"
         ) from None
 

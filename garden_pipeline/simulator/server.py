@@ -1,0 +1,304 @@
+"""Model Garden's HTTP face: ``GET /model-garden/sync/all`` plus ``/_sim/`` controls.
+
+``create_app`` builds the FastAPI app; :class:`SimulatorServer` runs it with
+uvicorn on a background thread for tests and for the embedded default;
+:func:`run_simulator` is the blocking entry point behind ``garden-pipeline simulate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import socket
+import threading
+import time
+from typing import Any, AsyncIterator
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
+
+from garden_pipeline.simulator.clock import format_timestamp, parse_timestamp
+from garden_pipeline.simulator.dataset import ModelGardenState
+from garden_pipeline.simulator.extract_stream import extract_chunks
+from garden_pipeline.simulator.faults import Fault, FaultPlan
+
+SYNC_PATH = "/model-garden/sync/all"
+SNAPSHOT_LIMIT = 50_000  # rows; /_sim/snapshot builds one JSON document in memory
+_CYCLE = "garden_sim.cycle"
+log = logging.getLogger(__name__)
+
+
+class _SimulatorApp(FastAPI):
+    """FastAPI that remembers uvicorn's per-request cycle, so faults can cut the connection.
+
+    ASGI has no "drop the connection" message. uvicorn's ``send`` is a bound
+    method of its request cycle, which owns the transport; Starlette wraps
+    ``send`` further in, so it is captured here, at the outermost layer.
+    """
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            scope[_CYCLE] = getattr(send, "__self__", None)
+        await super().__call__(scope, receive, send)
+
+
+async def _close_connection(request: Request, abort: bool) -> None:
+    """Close the client connection (``abort``: at once; else after flushing what was sent)."""
+    cycle = request.scope.get(_CYCLE)
+    transport = getattr(cycle, "transport", None)
+    if transport is None:
+        # Not under uvicorn (e.g. an in-process test client): failing the request is the closest.
+        raise ConnectionAbortedError("connection dropped by a simulator fault")
+    transport.abort() if abort else transport.close()
+    # Wait until uvicorn has seen the connection go, so it does not answer on it (a 500, or
+    # the final empty chunk that would make a cut body look complete).
+    deadline = time.monotonic() + 5
+    while not getattr(cycle, "disconnected", True) and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+
+
+async def _body(request: Request, chunks: AsyncIterator[bytes], cut_at: int | None) -> AsyncIterator[bytes]:
+    """Pass chunks through; with ``cut_at``, stop after that many bytes and drop the connection.
+
+    One chunk is held back so that a cut always happens, even when the whole
+    body is shorter than ``cut_at``: then its last byte is withheld.
+    """
+    if cut_at is None:
+        async for chunk in chunks:
+            yield chunk
+        return
+    sent = 0
+    held: bytes | None = None
+    async for chunk in chunks:
+        if held is not None:
+            if sent + len(held) >= cut_at:
+                break
+            sent += len(held)
+            yield held
+        held = chunk
+    else:
+        if held is not None:
+            held = held[:-1]
+    if held:
+        part = held[: max(0, cut_at - sent)]
+        if part:
+            yield part
+    await _close_connection(request, abort=False)
+
+
+def _fault_response(fault: Fault) -> Response:
+    status, retry_after = fault.params["status"], fault.params.get("retry_after")
+    headers = {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
+    return JSONResponse({"detail": f"simulated HTTP {status} (fault injected by the Model Garden simulator)"},
+                        status_code=status, headers=headers)
+
+
+def create_app(state: ModelGardenState, faults: FaultPlan | None = None, token: str | None = None) -> FastAPI:
+    """The simulator app serving ``state``, consulting ``faults``, guarded by ``token`` if set."""
+    plan = faults if faults is not None else FaultPlan()
+    app = _SimulatorApp(title="Model Garden simulator", version="1.0")
+    app.state.garden = state
+    app.state.faults = plan
+
+    @app.get(SYNC_PATH)
+    async def sync_all(request: Request, updated_since: str | None = None) -> Response:
+        record = plan.begin_request(request.url.query)
+        response = await _sync_all(request, updated_since, record)
+        record.status = response.status_code
+        return response
+
+    async def _sync_all(request: Request, updated_since: str | None, record) -> Response:
+        if token is not None:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+                return JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+        if updated_since is not None:
+            try:
+                parse_timestamp(updated_since)
+            except ValueError as exc:
+                return JSONResponse({"detail": f"invalid updated_since: {exc}"}, status_code=400)
+        due = plan.take(record)
+        by_kind = {f.kind: f for f in due}
+        delay = sum(f.params["seconds"] for f in due if f.kind == "slow")
+        if delay:
+            await asyncio.sleep(delay)
+        if "reset" in by_kind:
+            await _close_connection(request, abort=True)
+            return Response(status_code=499)  # never reaches the client; 499 marks it in the log
+        if "status" in by_kind:
+            return _fault_response(by_kind["status"])
+        generated_at, view = state.extract_view()
+        chunks = extract_chunks(view, format_timestamp(generated_at), updated_since, due)
+        cut_at = by_kind["truncate"].params["bytes"] if "truncate" in by_kind else None
+        # Rows are generated on a worker thread, so the event loop stays free for other requests.
+        return StreamingResponse(_body(request, iterate_in_threadpool(chunks), cut_at), media_type="application/json")
+
+    @app.post("/_sim/faults")
+    async def add_faults(request: Request) -> Response:
+        try:
+            added = plan.add_all(await request.json())
+        except ValueError as exc:  # also a body that is not JSON
+            return JSONResponse({"detail": f"invalid fault: {exc}"}, status_code=400)
+        return JSONResponse({"added": [f.to_dict() for f in added], "pending": [f.to_dict() for f in plan.pending()]})
+
+    @app.get("/_sim/faults")
+    def list_faults() -> dict[str, Any]:
+        return {"pending": [f.to_dict() for f in plan.pending()]}
+
+    @app.delete("/_sim/faults")
+    def clear_faults() -> dict[str, Any]:
+        return {"cleared": plan.clear()}
+
+    @app.post("/_sim/mutate")
+    async def mutate(request: Request) -> Response:
+        try:
+            spec = await request.json() if await request.body() else {}
+            events = await asyncio.to_thread(
+                state.mutate, int(spec.get("n", 1)), spec.get("seed"),
+                tuple(spec.get("kinds") or ("CREATED", "UPDATED", "DELETED")))
+        except (ValueError, TypeError, AttributeError) as exc:
+            return JSONResponse({"detail": f"invalid mutate request: {exc}"}, status_code=400)
+        return JSONResponse({"events": events})
+
+    @app.get("/_sim/stats")
+    def stats() -> dict[str, Any]:
+        return {
+            "scale": state.scale,
+            "seed": state.seed,
+            "requests": plan.requests,
+            "counts": state.counts(),
+            "pending_faults": [f.to_dict() for f in plan.pending()],
+            "recent_requests": [r.to_dict() for r in plan.log()[-50:]],
+        }
+
+    @app.get("/_sim/snapshot")
+    def snapshot() -> Response:
+        total = sum(state.counts().values())
+        if total > SNAPSHOT_LIMIT:
+            return JSONResponse({"detail": f"snapshot is for small scales: {total} rows > {SNAPSHOT_LIMIT}; "
+                                           f"use {SYNC_PATH} instead"}, status_code=413)
+        return JSONResponse(state.snapshot())
+
+    return app
+
+
+class SimulatorServer:
+    """The simulator on a background uvicorn thread; a context manager.
+
+    >>> with SimulatorServer(scale=200) as sim:
+    ...     httpx.get(sim.url + "/model-garden/sync/all")
+    """
+
+    def __init__(
+        self,
+        state: ModelGardenState | None = None,
+        *,
+        scale: int = 100,
+        seed: int = 7,
+        faults: FaultPlan | None = None,
+        token: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+    ):
+        self.state = state if state is not None else ModelGardenState(scale=scale, seed=seed)
+        self.faults = faults if faults is not None else FaultPlan()
+        self.token = token
+        self.app = create_app(self.state, self.faults, token)
+        self.host = host
+        self.port = port
+        self._log_level = log_level
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def start_background(cls, **kwargs: Any) -> "SimulatorServer":
+        """Construct and start; the caller stops it (or lets the process end: the thread is a daemon)."""
+        return cls(**kwargs).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "SimulatorServer":
+        if self._thread is not None:
+            return self
+        # Bind here, not in uvicorn, so the port is known (and ours) before the thread runs.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level=self._log_level, access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=2)
+        self._server = server = uvicorn.Server(config)
+        self._sock = sock
+        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                                        name=f"model-garden-simulator:{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the Model Garden simulator did not start on {self.url}")
+            time.sleep(0.002)
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        assert self._server is not None
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._server.force_exit = True
+            self._thread.join(timeout=5)
+        self._sock.close()
+        self._thread = None
+
+    def __enter__(self) -> "SimulatorServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_simulator(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    scale: int = 2000,
+    seed: int = 7,
+    token: str | None = None,
+    push_url: str | None = None,
+    push_secret: str | None = None,
+    push_interval: float | None = None,
+    *,
+    events_per_push: int = 5,
+    log_level: str = "info",
+) -> None:
+    """Serve the simulator until interrupted; with ``push_url``, also push random changes.
+
+    Every ``push_interval`` seconds (default 5 when ``push_url`` is set) it
+    applies ``events_per_push`` random changes and POSTs their events, signed
+    with ``push_secret`` if given. The extract shows the same changes.
+    """
+    from garden_pipeline.simulator.push import EventPusher, PeriodicPusher
+
+    state = ModelGardenState(scale=scale, seed=seed)
+    app = create_app(state, FaultPlan(), token)
+    periodic = None
+    if push_url:
+        pusher = EventPusher(push_url, secret=push_secret)
+        periodic = PeriodicPusher(state, pusher, interval=push_interval or 5.0, changes=events_per_push)
+        periodic.start()
+    log.info("Model Garden simulator: %s rows (seed %s) on http://%s:%s%s", state.layout.total, seed, host, port, SYNC_PATH)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+    finally:
+        if periodic is not None:
+            periodic.stop()
