@@ -45,7 +45,7 @@ def test_demo_runs_a_full_sync_on_the_embedded_stack(tmp_path):
     assert rows and rows[0][1:4] == ["0", "0", "0"], again.stdout  # nothing changed upstream
 
     upgrade = _run([str(BIN / "garden-pipeline"), "db", "upgrade"], env, tmp_path)
-    assert upgrade.returncode == 0 and "revision 0001" in upgrade.stdout
+    assert upgrade.returncode == 0 and "is at revision 0002" in upgrade.stdout
 
 
 def test_bad_configuration_is_refused_with_a_reason(tmp_path):

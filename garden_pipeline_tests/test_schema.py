@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from garden_pipeline.catalogue import CATALOGUE, FieldType
 from garden_pipeline.gatewaydb import migrate
@@ -20,7 +21,8 @@ CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contract" / "model-
 
 def test_migrations_match_catalogue(pg_url, schema):
     migrate.upgrade(pg_url, schema)
-    assert migrate.current(pg_url, schema) == "0001"
+    head = ScriptDirectory.from_config(migrate.alembic_config(pg_url, schema)).get_current_head()
+    assert migrate.current(pg_url, schema) == head
     metadata = build_metadata(schema)
     engine = sa.create_engine(sqlalchemy_url(pg_url))
     try:

@@ -94,36 +94,139 @@ def lock_entity(conn: psycopg.Connection, schema: str, entity: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key("entity", schema, entity),))
 
 
-def _parent_rejects(conn, schema: str, entity: Entity, stage: sql.Composable) -> bool:
-    """Collect staged rows whose parent is not live in GatewayDB into temp table _garden_rej."""
+@dataclass
+class WriteResult:
+    """What write_rows did; ids per action are in temp table _garden_written(id, action)."""
+
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    orphans: int = 0
+    samples: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _temp(conn, name: str, definition: str) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
+    conn.execute(f"CREATE TEMP TABLE {name} {definition} ON COMMIT DROP")
+
+
+def _orphans(conn, schema: str, entity: Entity, src: sql.Composable, params: dict) -> int:
+    """Upserts whose parent is not live in GatewayDB go to temp table _garden_orphans(id, reason, raw)."""
+    _temp(conn, "_garden_orphans", "(id text PRIMARY KEY, reason text, raw jsonb)")
     if not entity.parents:
-        return False
-    missing = []
-    reasons = []
+        return 0
+    missing, reasons = [], []
     for col, parent_name in entity.parents.items():
-        parent = by_name(parent_name)
         cond = sql.SQL("NOT EXISTS (SELECT 1 FROM {p} p WHERE p.id = s.{c} AND p.{d} IS NULL)").format(
-            p=entity_table(schema, parent), c=ident(col), d=ident(DELETED_COLUMN)
+            p=entity_table(schema, by_name(parent_name)), c=ident(col), d=ident(DELETED_COLUMN)
         )
         missing.append(cond)
         reasons.append(
             sql.SQL("CASE WHEN {cond} THEN format('parent %%s=%%s not found in GatewayDB (missing or deleted)', "
                     "{name}, s.{c}) END").format(cond=cond, name=sql.Literal(col), c=ident(col))
         )
-    conn.execute("DROP TABLE IF EXISTS pg_temp._garden_rej")
-    conn.execute(
+    fields = sql.SQL(", ").join(sql.SQL("{}, s.{}").format(sql.Literal(n), ident(n)) for n in entity.field_names)
+    return conn.execute(
         sql.SQL(
-            "CREATE TEMP TABLE _garden_rej ON COMMIT DROP AS "
-            "SELECT s.id, concat_ws('; ', {reasons}) AS reason, to_jsonb(s) - '_ord' - '_rejected' AS raw "
-            "FROM {stage} s WHERE NOT s.{rej} AND ({missing})"
-        ).format(
-            reasons=sql.SQL(", ").join(reasons),
-            stage=stage,
-            rej=ident(REJECTED),
-            missing=sql.SQL(" OR ").join(missing),
-        )
-    )
-    return True
+            "INSERT INTO _garden_orphans SELECT s.id, concat_ws('; ', {reasons}), jsonb_build_object({fields}) "
+            "FROM {src} s WHERE s._op = 'upsert' AND ({missing})"
+        ).format(reasons=sql.SQL(", ").join(reasons), fields=fields, src=src, missing=sql.SQL(" OR ").join(missing)),
+        params,
+    ).rowcount
+
+
+def write_rows(
+    conn: psycopg.Connection,
+    schema: str,
+    entity: Entity,
+    src: sql.Composable,
+    params: dict,
+    *,
+    bump_version: bool,
+    dry_run: bool = False,
+) -> WriteResult:
+    """The one apply function both paths share: bring ``entity``'s table up to the rows of ``src``.
+
+    ``src`` is a relation with the entity's fields plus ``_version`` (Model Garden time of that state)
+    and ``_op`` ('upsert' or 'delete'), at most one row per id. A row is written only when it is newer
+    than what the table holds (or, with ``bump_version`` false, equally new but different); a delete
+    tombstones the row, or records a tombstone for an id never seen; a row whose parent is not live is
+    left out and listed in ``_garden_orphans``. Must run inside a transaction holding the entity lock.
+    """
+    result = WriteResult()
+    target = entity_table(schema, entity)
+    ghosts = sync_table(schema, "tombstones")
+    names = entity.field_names
+    p = {**params, "entity": entity.name}
+    result.orphans = _orphans(conn, schema, entity, src, p)
+    _temp(conn, "_garden_written", "(id text, action text)")
+    newer = sql.SQL("o.{ver} < s._version").format(ver=ident(VERSION_COLUMN))
+    if not bump_version:
+        # A snapshot re-applied at the same version still repairs a row that differs from it.
+        newer = sql.SQL("(o.{ver} < s._version OR o.{ver} = s._version) AND (o.{d} IS NOT NULL OR {old} IS DISTINCT "
+                        "FROM {new})").format(ver=ident(VERSION_COLUMN), d=ident(DELETED_COLUMN),
+                                              old=_compare_expr(entity, "o"), new=_compare_expr(entity, "s"))
+    upsert_when = sql.SQL(
+        "s._op = 'upsert' AND NOT EXISTS (SELECT 1 FROM _garden_orphans x WHERE x.id = s.id) AND ("
+        "(o.id IS NULL AND NOT EXISTS (SELECT 1 FROM {g} g WHERE g.entity = %(entity)s AND g.id = s.id "
+        "AND g.deleted_at >= s._version)) OR (o.id IS NOT NULL AND {newer}))"
+    ).format(g=ghosts, newer=newer)
+    delete_when = sql.SQL("s._op = 'delete' AND o.id IS NOT NULL AND o.{ver} < s._version").format(
+        ver=ident(VERSION_COLUMN))
+    fmt = dict(t=target, g=ghosts, src=src, cols=columns(names), scols=columns(names, "s"),
+               ver=ident(VERSION_COLUMN), synced=ident(SYNCED_COLUMN), d=ident(DELETED_COLUMN),
+               upsert_when=upsert_when, delete_when=delete_when,
+               sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=ident(n)) for n in names if n != "id"))
+    if dry_run:
+        conn.execute(sql.SQL(
+            """
+            INSERT INTO _garden_written
+            SELECT s.id, CASE WHEN s._op = 'delete' THEN 'deleted' WHEN o.id IS NULL THEN 'inserted' ELSE 'updated' END
+            FROM {src} s LEFT JOIN {t} o ON o.id = s.id
+            WHERE ({upsert_when}) OR ({delete_when} AND o.{d} IS NULL)
+            """).format(**fmt), p)
+    else:
+        conn.execute(sql.SQL(
+            """
+            WITH w AS (
+                INSERT INTO {t} AS t ({cols}, {ver}, {synced}, {d})
+                SELECT {scols}, s._version, now(), NULL
+                FROM {src} s LEFT JOIN {t} o ON o.id = s.id
+                WHERE {upsert_when}
+                ON CONFLICT (id) DO UPDATE SET {sets}, {ver} = EXCLUDED.{ver}, {synced} = EXCLUDED.{synced}, {d} = NULL
+                RETURNING t.id, (t.xmax = 0) AS ins
+            )
+            INSERT INTO _garden_written SELECT id, CASE WHEN ins THEN 'inserted' ELSE 'updated' END FROM w
+            """).format(**fmt), p)
+        conn.execute(sql.SQL(
+            """
+            WITH w AS (
+                UPDATE {t} t SET {d} = COALESCE(t.{d}, s._version), {ver} = s._version, {synced} = now()
+                FROM {src} s JOIN {t} o ON o.id = s.id
+                WHERE t.id = s.id AND {delete_when}
+                RETURNING t.id, o.{d} IS NULL AS was_live
+            )
+            INSERT INTO _garden_written SELECT id, CASE WHEN was_live THEN 'deleted' ELSE 'tombstone' END FROM w
+            """).format(**fmt), p)
+        conn.execute(sql.SQL(
+            """
+            WITH w AS (
+                INSERT INTO {g} AS g (entity, id, deleted_at)
+                SELECT %(entity)s, s.id, s._version FROM {src} s
+                WHERE s._op = 'delete' AND NOT EXISTS (SELECT 1 FROM {t} o WHERE o.id = s.id)
+                ON CONFLICT (entity, id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at
+                WHERE g.deleted_at < EXCLUDED.deleted_at
+                RETURNING g.id
+            )
+            INSERT INTO _garden_written SELECT id, 'tombstone' FROM w
+            """).format(**fmt), p)
+    for action, n, sample in conn.execute(
+        "SELECT action, count(*), (array_agg(id ORDER BY id))[1:%s] FROM _garden_written GROUP BY action", (SAMPLE,)
+    ).fetchall():
+        if action in ("inserted", "updated", "deleted"):
+            setattr(result, action, n)
+            result.samples[action] = list(sample)
+    return result
 
 
 def apply_landed(
@@ -140,8 +243,7 @@ def apply_landed(
     counts = EntityCounts(entity.name, ref.mode, dry_run=ref.dry_run)
     target = entity_table(schema, entity)
     stage = ident(sync_schema(schema), ref.stage_table)
-    v = ref.generated_at
-    params = {"v": v}
+    params = {"v": ref.generated_at}
 
     with conn.transaction() as tx:
         lock_entity(conn, schema, entity.name)
@@ -154,7 +256,6 @@ def apply_landed(
         counts.live_before = conn.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL").format(target, ident(DELETED_COLUMN))
         ).fetchone()[0]
-
         absent = sql.SQL(
             "t.{d} IS NULL AND t.{ver} < %(v)s AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.id = t.id)"
         ).format(d=ident(DELETED_COLUMN), ver=ident(VERSION_COLUMN), stage=stage)
@@ -164,83 +265,31 @@ def apply_landed(
             ).fetchone()[0]
             _delete_guard(entity, counts.live_before, to_delete, ref.rows + ref.rejected, policy)
 
-        has_rej = _parent_rejects(conn, schema, entity, stage)
-        keep = sql.SQL("NOT s.{rej}").format(rej=ident(REJECTED))
-        if has_rej:
-            keep = sql.SQL("{} AND NOT EXISTS (SELECT 1 FROM _garden_rej r WHERE r.id = s.id)").format(keep)
-            counts.rejected, rej_sample = conn.execute(
-                "SELECT count(*), (array_agg(id ORDER BY id))[1:%s] FROM _garden_rej", (SAMPLE,)
-            ).fetchone()
-            if counts.rejected:
-                counts.samples["rejected"] = rej_sample
-                if not ref.dry_run:
-                    conn.execute(
-                        sql.SQL(
-                            "INSERT INTO {} (run_id, entity, record_id, reason, raw) "
-                            "SELECT %(run)s, %(e)s, id, %(e)s || ': ' || reason, raw FROM _garden_rej"
-                        ).format(sync_table(schema, "rejected_records")),
-                        {"run": run_id, "e": entity.name},
-                    )
-        candidates = conn.execute(
-            sql.SQL("SELECT count(*) FROM {stage} s WHERE {keep}").format(stage=stage, keep=keep)
-        ).fetchone()[0]
-
-        changed = sql.SQL(
-            "o.id IS NULL OR (o.{ver} <= %(v)s AND (o.{d} IS NOT NULL OR {old} IS DISTINCT FROM {new}))"
-        ).format(ver=ident(VERSION_COLUMN), d=ident(DELETED_COLUMN),
-                 old=_compare_expr(entity, "o"), new=_compare_expr(entity, "s"))
-        newer_in_db = conn.execute(
-            sql.SQL("SELECT EXISTS (SELECT 1 FROM {t} WHERE {ver} > %(v)s)").format(
-                t=target, ver=ident(VERSION_COLUMN)), params
-        ).fetchone()[0]
-        if newer_in_db:
+        # The extract's rows, all stamped with its generated_at: the state as of that snapshot.
+        src = sql.SQL("(SELECT s.*, %(v)s::timestamptz AS _version, 'upsert'::text AS _op FROM {stage} s "
+                      "WHERE NOT s.{rej})").format(stage=stage, rej=ident(REJECTED))
+        written = write_rows(conn, schema, entity, src, params, bump_version=False, dry_run=ref.dry_run)
+        counts.inserted, counts.updated = written.inserted, written.updated
+        counts.samples.update(written.samples)
+        if written.orphans:
+            counts.rejected = written.orphans
+            counts.samples["rejected"] = [r[0] for r in conn.execute(
+                "SELECT id FROM _garden_orphans ORDER BY id LIMIT %s", (SAMPLE,)).fetchall()]
+            if not ref.dry_run:
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (run_id, entity, record_id, reason, raw) "
+                        "SELECT %(run)s, %(e)s, id, %(e)s || ': ' || reason, raw FROM _garden_orphans"
+                    ).format(sync_table(schema, "rejected_records")),
+                    {"run": run_id, "e": entity.name},
+                )
+        if conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {t} WHERE {ver} > %(v)s)").format(
+                t=target, ver=ident(VERSION_COLUMN)), params).fetchone()[0]:
             counts.stale = conn.execute(
-                sql.SQL("SELECT count(*) FROM {stage} s JOIN {t} o ON o.id = s.id WHERE {keep} AND o.{ver} > %(v)s")
-                .format(stage=stage, t=target, keep=keep, ver=ident(VERSION_COLUMN)), params
+                sql.SQL("SELECT count(*) FROM {src} s JOIN {t} o ON o.id = s.id WHERE o.{ver} > %(v)s")
+                .format(src=src, t=target, ver=ident(VERSION_COLUMN)), params
             ).fetchone()[0]
-
-        if ref.dry_run:
-            ins, upd, ins_s, upd_s = conn.execute(
-                sql.SQL(
-                    "SELECT count(*) FILTER (WHERE o.id IS NULL), count(*) FILTER (WHERE o.id IS NOT NULL), "
-                    "(array_agg(s.id ORDER BY s.id) FILTER (WHERE o.id IS NULL))[1:{n}], "
-                    "(array_agg(s.id ORDER BY s.id) FILTER (WHERE o.id IS NOT NULL))[1:{n}] "
-                    "FROM {stage} s LEFT JOIN {t} o ON o.id = s.id WHERE {keep} AND ({changed})"
-                ).format(n=sql.Literal(SAMPLE), stage=stage, t=target, keep=keep, changed=changed),
-                params,
-            ).fetchone()
-        else:
-            names = entity.field_names
-            ins, upd, ins_s, upd_s = conn.execute(
-                sql.SQL(
-                    """
-                    WITH w AS (
-                        INSERT INTO {t} AS t ({cols}, {ver}, {synced}, {d})
-                        SELECT {scols}, %(v)s, now(), NULL
-                        FROM {stage} s LEFT JOIN {t} o ON o.id = s.id
-                        WHERE {keep} AND ({changed})
-                        ON CONFLICT (id) DO UPDATE SET {sets}, {ver} = EXCLUDED.{ver},
-                            {synced} = EXCLUDED.{synced}, {d} = NULL
-                        RETURNING (t.xmax = 0) AS ins, t.id
-                    )
-                    SELECT count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins),
-                           ARRAY(SELECT id FROM w WHERE ins LIMIT {n}), ARRAY(SELECT id FROM w WHERE NOT ins LIMIT {n})
-                    FROM w
-                    """
-                ).format(
-                    t=target, cols=columns(names), scols=columns(names, "s"), ver=ident(VERSION_COLUMN),
-                    synced=ident(SYNCED_COLUMN), d=ident(DELETED_COLUMN), stage=stage, keep=keep, changed=changed,
-                    sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=ident(n)) for n in names if n != "id"),
-                    n=sql.Literal(SAMPLE),
-                ),
-                params,
-            ).fetchone()
-        counts.inserted, counts.updated = ins, upd
-        if ins_s:
-            counts.samples["inserted"] = list(ins_s)
-        if upd_s:
-            counts.samples["updated"] = list(upd_s)
-        counts.unchanged = candidates - ins - upd - counts.stale
+        counts.unchanged = ref.rows - counts.rejected - counts.inserted - counts.updated - counts.stale
 
         if full:
             if ref.dry_run:

@@ -134,10 +134,51 @@ def _sync_tables(metadata: sa.MetaData, schema: str) -> None:
     )
 
 
+INBOX_STATES = ("pending", "applied", "stale", "duplicate", "parked", "dead_lettered")
+
+
+def _event_tables(metadata: sa.MetaData, schema: str) -> None:
+    ts = lambda: sa.DateTime(timezone=True)  # noqa: E731
+    sa.Table(
+        "inbox",
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("event_key", sa.Text, nullable=False, unique=True,
+                  comment="event_id, else the contract's natural key (entity_type, entity_id, event_type, timestamp)"),
+        sa.Column("event_id", sa.Text),
+        sa.Column("entity_type", sa.Text, nullable=False),
+        sa.Column("entity_id", sa.Text, nullable=False),
+        sa.Column("event_type", sa.Text, nullable=False),
+        sa.Column("event_ts", ts(), nullable=False),
+        sa.Column("payload", pg.JSONB, nullable=False),
+        sa.Column("received_at", ts(), nullable=False, server_default=sa.func.now()),
+        sa.Column("state", sa.Text, nullable=False, server_default="pending"),
+        sa.Column("state_reason", sa.Text),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("parked_since", ts()),
+        sa.Column("settled_at", ts()),
+        sa.Column("run_id", sa.Text),
+        sa.CheckConstraint(f"state IN {INBOX_STATES!r}".replace('",)', '")'), name="ck_inbox_state"),
+        sa.Index("ix_inbox_open", "id", postgresql_where=sa.text("state IN ('pending', 'parked')")),
+        sa.Index("ix_inbox_state_settled", "state", "settled_at"),
+        schema=schema,
+    )
+    sa.Table(
+        "tombstones",
+        metadata,
+        sa.Column("entity", sa.Text, primary_key=True),
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("deleted_at", ts(), nullable=False,
+                  comment="a DELETED event for an entity GatewayDB never held: older CREATED/UPDATED must not revive it"),
+        schema=schema,
+    )
+
+
 def build_metadata(schema: str) -> sa.MetaData:
     """Metadata for GatewayDB's entity tables in ``schema`` and bookkeeping in ``<schema>_sync``."""
     metadata = sa.MetaData()
     for entity in CATALOGUE:
         _entity_table(entity, metadata, schema)
     _sync_tables(metadata, sync_schema(schema))
+    _event_tables(metadata, sync_schema(schema))
     return metadata

@@ -10,7 +10,8 @@ Revises:
 
 from alembic import op
 
-from garden_pipeline.gatewaydb.tables import build_metadata
+from garden_pipeline.catalogue import CATALOGUE
+from garden_pipeline.gatewaydb.tables import build_metadata, sync_schema
 
 revision = "0001"
 down_revision = None
@@ -18,9 +19,20 @@ branch_labels = None
 depends_on = None
 
 
+_SYNC_TABLES = ("sync_state", "landed_extracts", "run_counts", "rejected_records", "outbox")
+
+
+def _tables(schema: str):
+    metadata = build_metadata(schema)
+    names = [f"{schema}.{e.table}" for e in CATALOGUE] + [f"{sync_schema(schema)}.{t}" for t in _SYNC_TABLES]
+    return metadata, [metadata.tables[n] for n in names]
+
+
 def upgrade(schema: str) -> None:
-    build_metadata(schema).create_all(bind=op.get_bind())
+    metadata, tables = _tables(schema)
+    metadata.create_all(bind=op.get_bind(), tables=tables)
 
 
 def downgrade(schema: str) -> None:
-    build_metadata(schema).drop_all(bind=op.get_bind())
+    metadata, tables = _tables(schema)
+    metadata.drop_all(bind=op.get_bind(), tables=tables)
