@@ -9,6 +9,7 @@ of start-up to every run on a 2-core box.
 
 from dagster import Definitions, in_process_executor
 
+from garden_pipeline.defs.events.definitions import build_defs as events_defs
 from garden_pipeline.defs.notify.definitions import build_defs as notify_defs
 from garden_pipeline.defs.sync.definitions import build_defs as sync_defs
 from garden_pipeline.resources.select import build_resources
@@ -19,5 +20,6 @@ settings = Settings.from_env()
 defs = Definitions.merge(
     sync_defs(settings),
     notify_defs(),
+    events_defs(),
     Definitions(resources=build_resources(settings), executor=in_process_executor),
 )

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import socket
-import threading
 import time
 from typing import Any, AsyncIterator
 
@@ -20,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
+from garden_pipeline.serving import BackgroundServer
 from garden_pipeline.simulator.clock import format_timestamp, parse_timestamp
 from garden_pipeline.simulator.dataset import ModelGardenState
 from garden_pipeline.simulator.extract_stream import extract_chunks
@@ -188,7 +187,7 @@ def create_app(state: ModelGardenState, faults: FaultPlan | None = None, token: 
     return app
 
 
-class SimulatorServer:
+class SimulatorServer(BackgroundServer):
     """The simulator on a background uvicorn thread; a context manager.
 
     >>> with SimulatorServer(scale=200) as sim:
@@ -210,62 +209,13 @@ class SimulatorServer:
         self.state = state if state is not None else ModelGardenState(scale=scale, seed=seed)
         self.faults = faults if faults is not None else FaultPlan()
         self.token = token
-        self.app = create_app(self.state, self.faults, token)
-        self.host = host
-        self.port = port
-        self._log_level = log_level
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(create_app(self.state, self.faults, token), host=host, port=port, log_level=log_level,
+                         name="Model Garden simulator")
 
     @classmethod
     def start_background(cls, **kwargs: Any) -> "SimulatorServer":
         """Construct and start; the caller stops it (or lets the process end: the thread is a daemon)."""
         return cls(**kwargs).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> "SimulatorServer":
-        if self._thread is not None:
-            return self
-        # Bind here, not in uvicorn, so the port is known (and ours) before the thread runs.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level=self._log_level, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2)
-        self._server = server = uvicorn.Server(config)
-        self._sock = sock
-        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                                        name=f"model-garden-simulator:{self.port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the Model Garden simulator did not start on {self.url}")
-            time.sleep(0.002)
-        return self
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        assert self._server is not None
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(timeout=5)
-        self._sock.close()
-        self._thread = None
-
-    def __enter__(self) -> "SimulatorServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def run_simulator(

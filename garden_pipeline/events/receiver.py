@@ -1,0 +1,179 @@
+"""The events receiver: Model Garden's pushed CUD events into the inbox (FastAPI on uvicorn).
+
+It is stateless: the inbox table is the queue, so any number of receivers can
+run behind a load balancer. A 200 is sent only after the event's row has
+committed (synchronous commit), so a receiver killed after replying has lost
+nothing it acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from psycopg_pool import ConnectionPool
+from starlette.concurrency import run_in_threadpool
+
+from garden_pipeline.events import inbox
+from garden_pipeline.events.envelope import EventError, validate_event
+from garden_pipeline.events.signature import HEADER, SignatureError, verify
+from garden_pipeline.gatewaydb import migrate
+from garden_pipeline.gatewaydb.connection import libpq_url, redact
+
+log = logging.getLogger("garden_pipeline.receiver")
+
+SERVICE = "synchronize-api"
+MAX_BODY = 1024 * 1024  # contract: 413 above 1 MiB
+PREFIX = "/api/v1/model-garden"
+
+
+@dataclass
+class ReceiverSettings:
+    db_url: str
+    schema: str = "gateway"
+    secrets: list[str] = field(default_factory=list)  # empty: signatures not required
+    max_batch: int = 500
+    pool_min: int = 1
+    pool_max: int = 10
+
+    @staticmethod
+    def parse_secrets(value: str | None) -> list[str]:
+        """GARDEN_EVENTS_SECRET: one secret, or two comma-separated while rotating."""
+        return [s.strip() for s in (value or "").split(",") if s.strip()]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("garden_pipeline")
+    except PackageNotFoundError:  # pragma: no cover
+        return "0+unknown"
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"status": "error", "message": message}, status_code=status)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str):
+        self.status, self.message = status, message
+
+
+def create_receiver(settings: ReceiverSettings) -> FastAPI:
+    migrate.upgrade(settings.db_url, settings.schema)
+    pool = ConnectionPool(
+        libpq_url(settings.db_url), min_size=settings.pool_min, max_size=settings.pool_max,
+        kwargs={"autocommit": True}, open=False, name="garden-inbox",
+    )
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        pool.open()
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(
+        title="garden_pipeline events receiver",
+        version=_version(),
+        description="Receives Model Garden's CUD events (contract section 3) and stores them in the inbox.",
+        lifespan=lifespan,
+    )
+    app.state.pool = pool
+    app.state.settings = settings
+
+    async def _body(request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY:
+            raise _Refused(413, f"body of {length} bytes is over the 1 MiB limit")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise _Refused(413, "body is over the 1 MiB limit")
+        return body
+
+    def _check(request: Request, body: bytes) -> Any:
+        if settings.secrets:
+            try:
+                verify(request.headers.get(HEADER), body, settings.secrets)
+            except SignatureError as exc:
+                raise _Refused(401, str(exc)) from None
+        ctype = request.headers.get("content-type", "")
+        if ctype and "json" not in ctype.split(";")[0].lower():
+            raise _Refused(415, f"content type must be application/json, got {ctype[:60]!r}")
+        try:
+            return json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise _Refused(422, "body is not valid UTF-8") from None
+        except (json.JSONDecodeError, RecursionError):
+            raise _Refused(422, "body is not valid JSON") from None
+
+    def _store(events) -> int:
+        with pool.connection() as conn:
+            return inbox.store(conn, settings.schema, events)
+
+    @app.exception_handler(_Refused)
+    async def _refused(_request: Request, exc: _Refused) -> JSONResponse:
+        return _error(exc.status, exc.message)
+
+    @app.post(f"{PREFIX}/events", summary="Receive one event")
+    async def receive_event(request: Request) -> JSONResponse:
+        data = _check(request, await _body(request))
+        try:
+            event = validate_event(data)
+        except EventError as exc:
+            return _error(422, str(exc))
+        new = await run_in_threadpool(_store, [event])
+        return JSONResponse({"status": "ok", "message": "stored" if new else "duplicate, already stored"})
+
+    @app.post(f"{PREFIX}/events/batch", summary="Receive a JSON array of events, all or nothing")
+    async def receive_batch(request: Request) -> JSONResponse:
+        data = _check(request, await _body(request))
+        if not isinstance(data, list):
+            return _error(422, "the batch body must be a JSON array of events")
+        if not data:
+            return _error(422, "the batch is empty")
+        if len(data) > settings.max_batch:
+            return _error(422, f"the batch has {len(data)} events; at most {settings.max_batch} allowed")
+        events = []
+        for i, item in enumerate(data):
+            try:
+                events.append(validate_event(item))
+            except EventError as exc:
+                return _error(422, f"event [{i}]: {exc}; nothing from this batch was stored")
+        new = await run_in_threadpool(_store, events)
+        return JSONResponse({"status": "ok", "message": f"stored {new}, duplicates {len(events) - new}",
+                             "stored": new, "duplicates": len(events) - new})
+
+    @app.get(f"{PREFIX}/health", summary="Liveness and version")
+    def health() -> dict:
+        return {"status": "healthy", "service": SERVICE, "version": _version()}
+
+    log.info("events receiver on GatewayDB %s schema %s (signatures %s)", redact(settings.db_url),
+             settings.schema, "required" if settings.secrets else "not required")
+    return app
+
+
+def receiver_from_env() -> FastAPI:
+    """The app as configured by the environment (GATEWAY_DB_URL or the embedded PostgreSQL)."""
+    from garden_pipeline.resources.select import build_resources
+    from garden_pipeline.settings import Settings, env
+
+    settings = Settings.from_env()
+    db = build_resources(settings)["gateway_db"]
+    max_batch = env("GARDEN_EVENTS_MAX_BATCH", "500")
+    if not max_batch.isdigit() or int(max_batch) < 1:  # type: ignore[union-attr]
+        raise ValueError(f"GARDEN_EVENTS_MAX_BATCH={max_batch!r} must be a positive whole number")
+    return create_receiver(ReceiverSettings(
+        db_url=db.url() if not settings.gateway_db_url else settings.gateway_db_url,
+        schema=settings.gateway_db_schema,
+        secrets=ReceiverSettings.parse_secrets(env("GARDEN_EVENTS_SECRET")),
+        max_batch=int(max_batch),  # type: ignore[arg-type]
+    ))
