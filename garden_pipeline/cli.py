@@ -121,41 +121,112 @@ def _print_summary(result) -> None:
 
 
 def cmd_demo(args) -> int:
+    """The README's main command: a full sync, then a few pushed events through the receiver."""
     settings = Settings.from_env()
-    print("garden_pipeline demo: full sync of Model Garden into GatewayDB")
+    print("garden_pipeline demo: full sync of Model Garden into GatewayDB, then the real-time path")
     print(f"  Model Garden: {'MODEL_GARDEN_URL' if settings.model_garden_url else 'embedded simulator'}"
           f" | GatewayDB: {'GATEWAY_DB_URL' if settings.gateway_db_url else 'embedded PostgreSQL'}"
           f" | Redis: {'REDIS_URL' if settings.redis_url else 'embedded redis-server'}")
     print(f"  state under {garden_home()}\n")
-    args.mode, args.dry_run, args.updated_since, args.allow_large_delete, args.only = "full", False, None, False, None
-    code = run_sync(args)
+    sim = None
+    if not settings.model_garden_url:
+        from garden_pipeline.simulator import SimulatorServer
+
+        # Started here (not inside the job) so the demo can change Model Garden and push the changes.
+        sim = SimulatorServer(scale=settings.simulator_scale).start()
+        os.environ["MODEL_GARDEN_URL"] = sim.url
+    try:
+        args.mode, args.dry_run, args.updated_since, args.allow_large_delete, args.only = (
+            "full", False, None, False, None)
+        code = run_sync(args)
+        if code == 0 and sim is not None:
+            code = _demo_events(sim)
+    finally:
+        if sim is not None:
+            sim.stop()
+            os.environ.pop("MODEL_GARDEN_URL", None)
     if code == 0 and not settings.gateway_db_url:
         print(f"\nGatewayDB (embedded PostgreSQL 16) keeps its data in {garden_home() / 'pgdata'};")
         print(f"  schema {settings.gateway_db_schema!r} holds the gateway's tables, "
               f"{settings.gateway_db_schema + '_sync'!r} the pipeline's bookkeeping.")
     if code == 0:
-        print("\nNext: `garden-pipeline dev` opens the Dagster UI on this same stack (http://127.0.0.1:3000);")
+        print("\nNext: `garden-pipeline dev` opens the Dagster UI on this same stack (http://127.0.0.1:3000),")
+        print("      with the events receiver and a simulator pushing live changes;")
         print("      `garden-pipeline sync --mode incremental` pulls only what changed.")
     return code
+
+
+def _demo_events(sim) -> int:
+    from garden_pipeline.settings import env
+    from garden_pipeline.simulator import EventPusher
+
+    receiver = _start_receiver(0)
+    try:
+        events = sim.state.mutate(10, rng_seed=1)
+        secret = (env("GARDEN_EVENTS_SECRET") or "").split(",")[0].strip() or None
+        acked = sum(r.status_code == 200 for r in EventPusher(
+            f"{receiver.url}/api/v1/model-garden/events", secret=secret).push(events))
+        print(f"\nreal-time path: Model Garden pushed {len(events)} events; the receiver acknowledged {acked}")
+    finally:
+        receiver.stop()
+    args = argparse.Namespace()
+    return cmd_events_apply(args)
 
 
 def cmd_sync(args) -> int:
     return run_sync(args)
 
 
+def _start_receiver(port: int):
+    from garden_pipeline.events.receiver import receiver_from_env
+    from garden_pipeline.serving import BackgroundServer
+
+    return BackgroundServer(receiver_from_env(), port=port, name="events receiver").start()
+
+
 def cmd_dev(args) -> int:
+    """Dagster UI + daemon, the events receiver and (embedded) a live simulator pushing changes."""
+    import subprocess
+
+    from garden_pipeline.settings import env
+
     home = _dagster_home()
     settings = Settings.from_env()
     if not settings.gateway_db_url:
-        # Open the embedded PostgreSQL in this process: exec keeps the pid, so it stays up while the UI runs.
+        # Held open by this process for as long as the UI runs.
         from garden_pipeline.embedded.postgres import embedded_postgres_url
 
         embedded_postgres_url(garden_home() / "pgdata")
-    cmd = ["dagster", "dev", "-m", "garden_pipeline", "-h", args.host, "-p", str(args.port)]
-    print(f"DAGSTER_HOME={home}; running: {' '.join(cmd)}")
+    receiver = _start_receiver(args.events_port)
+    events_url = f"{receiver.url}/api/v1/model-garden/events"
+    print(f"events receiver: {events_url} (docs: {receiver.url}/docs)")
+    pusher = sim = None
+    child_env = dict(os.environ)
+    if not settings.model_garden_url:
+        from garden_pipeline.simulator import EventPusher, PeriodicPusher, SimulatorServer
+
+        sim = SimulatorServer(scale=settings.simulator_scale).start()
+        child_env["MODEL_GARDEN_URL"] = sim.url
+        secret = (env("GARDEN_EVENTS_SECRET") or "").split(",")[0].strip() or None
+        if args.push_interval > 0:
+            pusher = PeriodicPusher(sim.state, EventPusher(events_url, secret=secret), interval=args.push_interval,
+                                    changes=5)
+            pusher.start()
+        print(f"Model Garden simulator: {sim.url} (pushing 5 changes every {args.push_interval}s)")
     bindir = Path(sys.executable).parent
-    os.execv(str(bindir / "dagster") if (bindir / "dagster").exists() else "dagster", cmd)
-    return 0  # pragma: no cover
+    dagster = str(bindir / "dagster") if (bindir / "dagster").exists() else "dagster"
+    cmd = [dagster, "dev", "-m", "garden_pipeline", "-h", args.host, "-p", str(args.port)]
+    print(f"DAGSTER_HOME={home}; Dagster UI on http://{args.host}:{args.port}")
+    try:
+        return subprocess.call(cmd, env=child_env)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if pusher:
+            pusher.stop()
+        if sim:
+            sim.stop()
+        receiver.stop()
 
 
 def cmd_db_upgrade(args) -> int:
@@ -178,6 +249,78 @@ def cmd_relay(args) -> int:
     print(json.dumps({"published": result.published, "already_on_stream": result.already_on_stream,
                       "failed": result.failed}, indent=2))
     return 0 if not result.failed else 1
+
+
+def cmd_serve_events(args) -> int:
+    import uvicorn
+
+    from garden_pipeline.events.receiver import receiver_from_env
+
+    uvicorn.run(receiver_from_env(), host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=5)
+    return 0
+
+
+def _db():
+    db = _resources()["gateway_db"]
+    return db, db.connect()
+
+
+def cmd_events_list(args) -> int:
+    from psycopg import sql
+
+    from garden_pipeline.gatewaydb.sql import sync_table
+
+    db, conn = _db()
+    with conn:
+        rows = conn.execute(
+            sql.SQL("SELECT id, entity_type, entity_id, event_type, event_ts, received_at, state_reason FROM {} "
+                    "WHERE state = %s ORDER BY id LIMIT %s").format(sync_table(db.db_schema, "inbox")),
+            (args.state, args.limit),
+        ).fetchall()
+    if not rows:
+        print(f"no {args.state} events")
+    for r in rows:
+        print(f"{r[0]:>8}  {r[1]}:{r[2]}  {r[3]:<8} at {r[4].isoformat()}  received {r[5]:%Y-%m-%d %H:%M:%S}  {r[6] or ''}")
+    return 0
+
+
+def cmd_events_replay(args) -> int:
+    from garden_pipeline.defs.events.jobs import replay_dead_letters_sql
+
+    db, conn = _db()
+    with conn:
+        n = replay_dead_letters_sql(conn, db.db_schema, args.ids or [], args.all)
+    print(f"{n} dead-lettered events back to pending; `garden-pipeline events apply` (or the inbox sensor) applies them")
+    return 0
+
+
+def cmd_events_apply(args) -> int:
+    from dagster import DagsterInstance
+
+    from garden_pipeline.definitions import defs
+
+    _dagster_home()
+    with DagsterInstance.get() as instance:
+        result = defs.resolve_job_def("apply_events_job").execute_in_process(
+            instance=instance, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    for ev in result.all_events:
+        if ev.event_type_value == "STEP_OUTPUT":
+            md = {k: getattr(v, "value", v) for k, v in ev.event_specific_data.metadata.items()}
+            print(", ".join(f"{k}: {md[k]}" for k in ("events", "applied", "stale", "duplicate", "parked",
+                                                      "dead_lettered")))
+    return 0 if result.success else 1
+
+
+def cmd_events_purge(args) -> int:
+    from garden_pipeline.defs.events.jobs import purge_inbox_sql
+
+    db, conn = _db()
+    with conn:
+        n = purge_inbox_sql(conn, db.db_schema, args.older_than_days)
+    print(f"purged {n} settled events older than {args.older_than_days} days")
+    return 0
 
 
 def cmd_simulate(args) -> int:
@@ -205,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dev", help="Dagster UI and daemon on the configured (or embedded) stack")
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int, default=3000)
+    d.add_argument("--events-port", type=int, default=8000, help="port of the events receiver")
+    d.add_argument("--push-interval", type=float, default=10.0,
+                   help="embedded only: seconds between simulated Model Garden changes pushed as events (0: off)")
     d.set_defaults(func=cmd_dev)
 
     db = sub.add_parser("db", help="GatewayDB schema commands")
@@ -214,6 +360,29 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_db_upgrade)
 
     sub.add_parser("relay", help="publish pending sync.completed events to Redis").set_defaults(func=cmd_relay)
+
+    se = sub.add_parser("serve-events", help="run the events receiver (POST /api/v1/model-garden/events)")
+    se.add_argument("--host", default="127.0.0.1")
+    se.add_argument("--port", type=int, default=8000)
+    se.add_argument("--log-level", default="info")
+    se.set_defaults(func=cmd_serve_events)
+
+    ev = sub.add_parser("events", help="inspect and operate the event inbox")
+    evsub = ev.add_subparsers(dest="events_command", required=True)
+    ls = evsub.add_parser("list", help="list inbox events in a state (default: dead_lettered)")
+    ls.add_argument("--state", default="dead_lettered",
+                    choices=["pending", "parked", "dead_lettered", "applied", "stale", "duplicate"])
+    ls.add_argument("--limit", type=int, default=50)
+    ls.set_defaults(func=cmd_events_list)
+    rp = evsub.add_parser("replay", help="put dead-lettered events back to pending")
+    rp.add_argument("ids", nargs="*", type=int, help="inbox ids (see `events list`)")
+    rp.add_argument("--all", action="store_true", help="every dead-lettered event")
+    rp.set_defaults(func=cmd_events_replay)
+    evsub.add_parser("apply", help="run apply_events_job now: apply everything pending") \
+        .set_defaults(func=cmd_events_apply)
+    pg = evsub.add_parser("purge", help="delete settled events older than N days")
+    pg.add_argument("--older-than-days", type=int, default=7)
+    pg.set_defaults(func=cmd_events_purge)
 
     sim = sub.add_parser("simulate", help="run the Model Garden simulator standalone")
     sim.add_argument("--host", default="127.0.0.1")
@@ -226,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 import psycopg
 from dagster import AssetKey, DagsterInstance, materialize
 
-from garden_pipeline.catalogue import CATALOGUE, by_name
+from garden_pipeline.catalogue import CATALOGUE, FieldType, by_name
+from garden_pipeline.extract.validate import parse_timestamp
 from garden_pipeline.defs.notify.completion import sync_completed
 from garden_pipeline.defs.sync.extract_assets import model_garden_extract
 from garden_pipeline.defs.sync.gateway_assets import gateway_assets
@@ -114,3 +116,29 @@ def versions(conn: psycopg.Connection, schema: str, entity: str) -> dict[str, st
     """id -> xmin: changes whenever PostgreSQL writes a new version of the row."""
     e = by_name(entity)
     return dict(conn.execute(f'SELECT id, xmin::text FROM "{schema}"."{e.table}"').fetchall())
+
+
+def _expected(value, ftype: FieldType):
+    """Model Garden's JSON value as GatewayDB's column returns it."""
+    if value is None:
+        return None
+    if ftype is FieldType.TIMESTAMP:
+        return parse_timestamp(value)
+    if ftype in (FieldType.MONEY, FieldType.NUMBER):
+        return Decimal(str(value))
+    return value
+
+
+def assert_db_equals_state(db, schema: str, snapshot: dict) -> None:
+    """GatewayDB's live rows equal a Model Garden snapshot (entity -> id -> row), field by field."""
+    for entity in CATALOGUE:
+        rows = live_rows(db, schema, entity.name)
+        want = snapshot[entity.name]
+        assert set(rows) == set(want), f"{entity.name}: ids differ"
+        for rid, row in want.items():
+            for f in entity.fields:
+                got = rows[rid][f.name]
+                exp = _expected(row.get(f.name), f.type)
+                assert got == exp, f"{entity.name} {rid}.{f.name}: {got!r} != {exp!r}"
+                if f.type is FieldType.MONEY:
+                    assert str(got) == row[f.name], "money keeps Model Garden's exact digits"

@@ -36,6 +36,7 @@ def test_demo_runs_a_full_sync_on_the_embedded_stack(tmp_path):
     lines = {line.split()[0]: line.split()[1:] for line in demo.stdout.splitlines() if line[:1].isalpha()}
     assert int(lines["projects"][0]) > 0 and int(lines["llm_model_limits"][0]) > 0
     assert "published to Redis" in demo.stdout
+    assert "the receiver acknowledged 10" in demo.stdout and "applied: 10" in demo.stdout
     assert (tmp_path / ".garden" / "pgdata").is_dir()
     assert (tmp_path / ".garden" / "dagster_home" / "dagster.yaml").is_file()
 

@@ -6,41 +6,14 @@ from datetime import datetime
 from decimal import Decimal
 
 
-from garden_pipeline.catalogue import CATALOGUE, ENTITIES, FieldType
-from garden_pipeline.extract.validate import parse_timestamp
-from garden_pipeline_tests.harness import failure_messages, live_rows, metadata, versions
-
-
-def _expected(value, ftype: FieldType):
-    """Model Garden's JSON value as GatewayDB's column returns it."""
-    if value is None:
-        return None
-    if ftype is FieldType.TIMESTAMP:
-        return parse_timestamp(value)
-    if ftype in (FieldType.MONEY, FieldType.NUMBER):
-        return Decimal(str(value))
-    return value
-
-
-def assert_db_equals_state(db, schema: str, state) -> None:
-    snapshot = state.snapshot()
-    for entity in CATALOGUE:
-        rows = live_rows(db, schema, entity.name)
-        want = snapshot[entity.name]
-        assert set(rows) == set(want), f"{entity.name}: ids differ"
-        for rid, row in want.items():
-            for f in entity.fields:
-                got = rows[rid][f.name]
-                exp = _expected(row.get(f.name), f.type)
-                assert got == exp, f"{entity.name} {rid}.{f.name}: {got!r} != {exp!r}"
-                if f.type is FieldType.MONEY:
-                    assert str(got) == row[f.name], "money keeps Model Garden's exact digits"
+from garden_pipeline.catalogue import CATALOGUE, ENTITIES
+from garden_pipeline_tests.harness import assert_db_equals_state, failure_messages, live_rows, metadata, versions
 
 
 def test_full_sync_into_empty_db_equals_extract_field_by_field(stack, sim, db, schema):
     result = stack.sync()
     assert result.success, failure_messages(result)
-    assert_db_equals_state(db, schema, sim.state)
+    assert_db_equals_state(db, schema, sim.state.snapshot())
     total = sum(metadata(result, f"gatewaydb/{e.plural}")["inserted"] for e in CATALOGUE)
     assert total == sum(sim.state.counts().values())
 

@@ -126,11 +126,16 @@ def _orphans(conn, schema: str, entity: Entity, src: sql.Composable, params: dic
                     "{name}, s.{c}) END").format(cond=cond, name=sql.Literal(col), c=ident(col))
         )
     fields = sql.SQL(", ").join(sql.SQL("{}, s.{}").format(sql.Literal(n), ident(n)) for n in entity.field_names)
+    # A row that is stale anyway (GatewayDB or a tombstone already holds a newer state) is not an orphan.
     return conn.execute(
         sql.SQL(
             "INSERT INTO _garden_orphans SELECT s.id, concat_ws('; ', {reasons}), jsonb_build_object({fields}) "
-            "FROM {src} s WHERE s._op = 'upsert' AND ({missing})"
-        ).format(reasons=sql.SQL(", ").join(reasons), fields=fields, src=src, missing=sql.SQL(" OR ").join(missing)),
+            "FROM {src} s WHERE s._op = 'upsert' AND ({missing}) "
+            "AND NOT EXISTS (SELECT 1 FROM {t} o WHERE o.id = s.id AND o.{ver} > s._version) "
+            "AND NOT EXISTS (SELECT 1 FROM {g} g WHERE g.entity = %(entity)s AND g.id = s.id "
+            "AND g.deleted_at >= s._version)"
+        ).format(reasons=sql.SQL(", ").join(reasons), fields=fields, src=src, missing=sql.SQL(" OR ").join(missing),
+                 t=entity_table(schema, entity), ver=ident(VERSION_COLUMN), g=sync_table(schema, "tombstones")),
         params,
     ).rowcount
 

@@ -87,18 +87,42 @@ def _winners(conn, entity: Entity, schema: str) -> None:
     fields = sql.SQL(", ").join(
         sql.SQL("b.entity_id AS id") if n == "id" else sql.SQL("(r).{}").format(ident(n)) for n in entity.field_names
     )
-    conn.execute(
-        sql.SQL(
-            """
-            CREATE TEMP TABLE _garden_src ON COMMIT DROP AS
-            SELECT {fields}, b.event_ts AS _version,
-                   CASE WHEN b.event_type = 'DELETED' THEN 'delete' ELSE 'upsert' END AS _op, b.inbox_id AS _inbox_id
-            FROM (SELECT *, jsonb_populate_record(NULL::{t}, payload) AS r FROM _garden_batch
-                  WHERE entity_type = %(e)s AND outcome IS NULL) b
-            """
-        ).format(fields=fields, t=entity_table(schema, entity)),
-        {"e": entity.name},
+    select = sql.SQL(
+        """
+        SELECT {fields}, b.event_ts AS _version,
+               CASE WHEN b.event_type = 'DELETED' THEN 'delete' ELSE 'upsert' END AS _op, b.inbox_id AS _inbox_id
+        FROM (SELECT *, jsonb_populate_record(NULL::{t}, payload) AS r FROM _garden_batch
+              WHERE entity_type = %(e)s AND outcome IS NULL AND {only}) b
+        """
     )
+    fmt = dict(fields=fields, t=entity_table(schema, entity))
+    try:
+        with conn.transaction():  # savepoint: one payload PostgreSQL cannot read must not fail the batch
+            conn.execute(sql.SQL("CREATE TEMP TABLE _garden_src ON COMMIT DROP AS {}").format(
+                select.format(**fmt, only=sql.SQL("true"))), {"e": entity.name})
+        return
+    except psycopg.Error:
+        pass
+    conn.execute(sql.SQL("CREATE TEMP TABLE _garden_src ON COMMIT DROP AS {}").format(
+        select.format(**fmt, only=sql.SQL("false"))), {"e": entity.name})
+    for (inbox_id,) in conn.execute(
+        "SELECT inbox_id FROM _garden_batch WHERE entity_type = %s AND outcome IS NULL ORDER BY inbox_id",
+        (entity.name,),
+    ).fetchall():
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("INSERT INTO _garden_src {}").format(
+                    select.format(**fmt, only=sql.SQL("inbox_id = {}").format(sql.Literal(inbox_id)))),
+                    {"e": entity.name})
+        except psycopg.Error as exc:
+            _dead_letter(conn, inbox_id, exc)
+
+
+def _dead_letter(conn, inbox_id: int, exc: Exception) -> str:
+    reason = f"failed to apply: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"
+    conn.execute("UPDATE _garden_batch SET outcome = 'dead_lettered', reason = %s WHERE inbox_id = %s",
+                 (reason, inbox_id))
+    return reason
 
 
 def _apply_entity(conn, schema: str, entity: Entity, op: str) -> tuple[dict, list[tuple[int, str]]]:
@@ -123,10 +147,7 @@ def _apply_entity(conn, schema: str, entity: Entity, op: str) -> tuple[dict, lis
                 _settle_from_write(conn, schema, entity, op, inbox_id)
             totals.update(inserted=written.inserted, updated=written.updated, deleted=written.deleted)
         except psycopg.Error as exc:
-            reason = f"failed to apply: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"
-            dead.append((inbox_id, reason))
-            conn.execute("UPDATE _garden_batch SET outcome = 'dead_lettered', reason = %s WHERE inbox_id = %s",
-                         (reason, inbox_id))
+            dead.append((inbox_id, _dead_letter(conn, inbox_id, exc)))
     return dict(totals), dead
 
 

@@ -3,7 +3,19 @@
 from datetime import timedelta
 from typing import List, Optional
 
-from dagster import AssetMaterialization, Config, MetadataValue, OpExecutionContext, in_process_executor, job, op
+from dagster import (
+    AssetMaterialization,
+    Config,
+    In,
+    MetadataValue,
+    Nothing,
+    OpExecutionContext,
+    Out,
+    Output,
+    in_process_executor,
+    job,
+    op,
+)
 from pydantic import Field
 from psycopg import sql
 
@@ -42,7 +54,11 @@ def announce(context, gateway_db: GatewayDBResource, stream: CompletionStreamRes
     return event_id
 
 
-@op(description="Apply a batch of inbox events to GatewayDB (one transaction) and announce sync.completed.")
+@op(
+    ins={"after": In(Nothing)},  # lets the replay job run it after re-queuing dead letters
+    out=Out(Nothing),
+    description="Apply a batch of inbox events to GatewayDB (one transaction) and announce sync.completed.",
+)
 def apply_events(context: OpExecutionContext, config: ApplyEventsConfig, gateway_db: GatewayDBResource,
                  completion_stream: CompletionStreamResource):
     schema = gateway_db.db_schema
@@ -64,7 +80,7 @@ def apply_events(context: OpExecutionContext, config: ApplyEventsConfig, gateway
     if result.events and states["applied"]:
         counts = {e: {**c, "unchanged": 0} for e, c in result.per_entity.items()}
         event_id = announce(context, gateway_db, completion_stream, "events", counts)
-    context.add_output_metadata({
+    yield Output(None, metadata={
         "events": MetadataValue.int(result.events),
         **{s: MetadataValue.int(n) for s, n in states.items()},
         "duration_s": MetadataValue.float(round(result.seconds, 3)),
@@ -100,21 +116,19 @@ def replay_dead_letters_sql(conn, schema: str, ids: list[int], everything: bool)
     ).rowcount
 
 
-@op(description="Put dead-lettered events back to pending and apply them now.")
+@op(out=Out(Nothing), description="Put dead-lettered events back to pending and apply them now.")
 def replay_dead_letters(context: OpExecutionContext, config: ReplayConfig, gateway_db: GatewayDBResource,
                         completion_stream: CompletionStreamResource):
     with gateway_db.connect() as conn:
         n = replay_dead_letters_sql(conn, gateway_db.db_schema, config.inbox_ids, config.all_dead_letters)
     context.log.info(f"{n} dead-lettered events back to pending")
-    context.add_output_metadata({"replayed": MetadataValue.int(n)})
-    return n
+    yield Output(None, metadata={"replayed": MetadataValue.int(n)})
 
 
 @job(executor_def=in_process_executor, tags=EVENTS_TAGS,
      description="Replay dead-lettered events (config: inbox_ids or all_dead_letters), then apply them.")
 def replay_dead_letters_job():
-    replay_dead_letters()
-    apply_events()
+    apply_events(after=replay_dead_letters())
 
 
 class PurgeConfig(Config):
