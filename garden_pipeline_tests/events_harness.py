@@ -53,3 +53,14 @@ def project(pid: str, name: str, ts: str) -> dict:
 def use_case(uid: str, pid: str, ts: str, status: str = "active") -> dict:
     return {"id": uid, "project_id": pid, "use_case_name": f"uc {uid}", "use_case_code": uid.upper(),
             "description": None, "status": status, "created_time": "2025-01-01T00:00:00Z", "updated_time": ts}
+
+
+def push_via_receiver(pg_url: str, schema: str, events: list[dict], secret: str | None = None) -> list:
+    """POST ``events`` one by one to a real receiver over HTTP; returns the responses."""
+    from garden_pipeline.simulator import EventPusher
+
+    receiver = start_receiver(pg_url, schema, secrets=[secret] if secret else None)
+    try:
+        return EventPusher(receiver.url + "/api/v1/model-garden/events", secret=secret).push(events)
+    finally:
+        receiver.stop()

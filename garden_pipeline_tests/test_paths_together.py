@@ -9,9 +9,8 @@ from garden_pipeline.gatewaydb import migrate
 from garden_pipeline.gatewaydb.apply import apply_landed
 from garden_pipeline.gatewaydb.connection import connect
 from garden_pipeline.gatewaydb.staging import find_landed, land_extract
-from garden_pipeline.simulator import EventPusher
 from garden_pipeline.simulator.server import SYNC_PATH
-from garden_pipeline_tests.events_harness import apply, start_receiver
+from garden_pipeline_tests.events_harness import apply, push_via_receiver
 from garden_pipeline_tests.harness import assert_db_equals_state, failure_messages, live_rows, metadata
 
 SECRET = "shh"
@@ -19,13 +18,8 @@ SECRET = "shh"
 
 def test_events_over_http_then_full_sync_agree_and_the_resync_writes_nothing(stack, sim, pg_url, schema, db):
     assert stack.sync().success
-    receiver = start_receiver(pg_url, schema, secrets=[SECRET])
-    try:
-        events = sim.state.mutate(30, rng_seed=5)
-        responses = EventPusher(receiver.url + "/api/v1/model-garden/events", secret=SECRET).push(events)
-        assert all(r.status_code == 200 for r in responses)
-    finally:
-        receiver.stop()
+    responses = push_via_receiver(pg_url, schema, sim.state.mutate(30, rng_seed=5), SECRET)
+    assert all(r.status_code == 200 for r in responses)
     resources = stack.resources()
     result = apply_events_job.execute_in_process(
         resources={k: resources[k] for k in ("gateway_db", "completion_stream")})
@@ -49,12 +43,7 @@ def test_a_snapshot_taken_before_a_delete_event_cannot_revive_the_row(stack, sim
     assert stack.sync().success
     project = sorted(sim.state.snapshot()["project"])[0]
     old_snapshot = _land(sim, pg_url, schema, "project")  # Model Garden's state before the delete
-    events = sim.state.delete("project", project)
-    receiver = start_receiver(pg_url, schema)
-    try:
-        EventPusher(receiver.url + "/api/v1/model-garden/events").push(events)
-    finally:
-        receiver.stop()
+    push_via_receiver(pg_url, schema, sim.state.delete("project", project))
     apply(pg_url, schema)
     assert project not in live_rows(db, schema, "project")
     with connect(pg_url, autocommit=True) as conn:
@@ -66,12 +55,7 @@ def test_a_snapshot_taken_before_a_delete_event_cannot_revive_the_row(stack, sim
 def test_a_delete_for_an_entity_never_seen_blocks_an_older_snapshot(stack, sim, pg_url, schema, db):
     model = sorted(sim.state.snapshot()["model"])[0]
     old_snapshot = _land(sim, pg_url, schema, "model")
-    events = [e for e in sim.state.delete("model", model) if e["entity_type"] == "model"]
-    receiver = start_receiver(pg_url, schema)
-    try:
-        EventPusher(receiver.url + "/api/v1/model-garden/events").push(events)
-    finally:
-        receiver.stop()
+    push_via_receiver(pg_url, schema, [e for e in sim.state.delete("model", model) if e["entity_type"] == "model"])
     apply(pg_url, schema)
     with connect(pg_url, autocommit=True) as conn:
         apply_landed(conn, schema, old_snapshot, "race")

@@ -182,3 +182,10 @@ def build_metadata(schema: str) -> sa.MetaData:
     _sync_tables(metadata, sync_schema(schema))
     _event_tables(metadata, sync_schema(schema))
     return metadata
+
+
+def tables_named(schema: str, gateway: tuple[str, ...] = (), sync: tuple[str, ...] = ()):
+    """(metadata, tables) for a migration that creates or drops exactly these tables."""
+    metadata = build_metadata(schema)
+    names = [f"{schema}.{t}" for t in gateway] + [f"{sync_schema(schema)}.{t}" for t in sync]
+    return metadata, [metadata.tables[n] for n in names]

@@ -11,28 +11,22 @@ Revises:
 from alembic import op
 
 from garden_pipeline.catalogue import CATALOGUE
-from garden_pipeline.gatewaydb.tables import build_metadata, sync_schema
+from garden_pipeline.gatewaydb.tables import tables_named
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
-
-_SYNC_TABLES = ("sync_state", "landed_extracts", "run_counts", "rejected_records", "outbox")
-
-
-def _tables(schema: str):
-    metadata = build_metadata(schema)
-    names = [f"{schema}.{e.table}" for e in CATALOGUE] + [f"{sync_schema(schema)}.{t}" for t in _SYNC_TABLES]
-    return metadata, [metadata.tables[n] for n in names]
+_GATEWAY = tuple(e.table for e in CATALOGUE)
+_SYNC = ("sync_state", "landed_extracts", "run_counts", "rejected_records", "outbox")
 
 
 def upgrade(schema: str) -> None:
-    metadata, tables = _tables(schema)
+    metadata, tables = tables_named(schema, _GATEWAY, _SYNC)
     metadata.create_all(bind=op.get_bind(), tables=tables)
 
 
 def downgrade(schema: str) -> None:
-    metadata, tables = _tables(schema)
+    metadata, tables = tables_named(schema, _GATEWAY, _SYNC)
     metadata.drop_all(bind=op.get_bind(), tables=tables)

@@ -6,26 +6,21 @@ Revises: 0001
 
 from alembic import op
 
-from garden_pipeline.gatewaydb.tables import build_metadata, sync_schema
+from garden_pipeline.gatewaydb.tables import tables_named
 
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-_TABLES = ("inbox", "tombstones")
-
-
-def _tables(schema: str):
-    metadata = build_metadata(schema)
-    return metadata, [metadata.tables[f"{sync_schema(schema)}.{t}"] for t in _TABLES]
+_SYNC = ("inbox", "tombstones")
 
 
 def upgrade(schema: str) -> None:
-    metadata, tables = _tables(schema)
+    metadata, tables = tables_named(schema, sync=_SYNC)
     metadata.create_all(bind=op.get_bind(), tables=tables)
 
 
 def downgrade(schema: str) -> None:
-    metadata, tables = _tables(schema)
+    metadata, tables = tables_named(schema, sync=_SYNC)
     metadata.drop_all(bind=op.get_bind(), tables=tables)
