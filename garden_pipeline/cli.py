@@ -11,7 +11,7 @@ from pathlib import Path
 from garden_pipeline.settings import Settings, garden_home
 
 
-_EMBEDDED_INSTANCE = """\
+EMBEDDED_INSTANCE_YAML = """\
 # Dagster instance for the embedded default, written by garden-pipeline.
 # Storage: SQLite files in this folder. Production uses the repository's dagster.yaml.
 telemetry:
@@ -21,6 +21,7 @@ run_coordinator:
   class: QueuedRunCoordinator
   config:
     max_concurrent_runs: 2
+    dequeue_interval_seconds: 1  # pushed events should not wait on the queue
     tag_concurrency_limits:
       - key: garden/sync
         value: gatewaydb
@@ -37,7 +38,7 @@ def _dagster_home() -> Path:
         instance_file = Path(home) / "dagster.yaml"
         if not instance_file.exists():
             instance_file.parent.mkdir(parents=True, exist_ok=True)
-            instance_file.write_text(_EMBEDDED_INSTANCE)
+            instance_file.write_text(EMBEDDED_INSTANCE_YAML)
     Path(home).mkdir(parents=True, exist_ok=True)
     return Path(home)
 

@@ -113,8 +113,6 @@ class _EntityLoader:
         self.conn, self.schema, self.run_id, self.entity, self.landed = conn, schema, run_id, entity, landed
         self.record_rejects = record_rejects
         self.validator = RowValidator(entity)
-        self.seen: set[str] = set()
-        self.duplicate_ids: set[str] = set()
         self._rejects: list[tuple] = []
         self._ordinal = 0
         self._blank = (None,) * (len(entity.field_names) - 1)
@@ -132,11 +130,6 @@ class _EntityLoader:
                         values, reason = self.validator(row)
                         if reason is None:
                             copy.write_row((*values, self._ordinal, False))
-                            rid = values[0]
-                            if rid in self.seen:
-                                self.duplicate_ids.add(rid)
-                            else:
-                                self.seen.add(rid)
                             continue
                         rid = self._reject(row, reason)
                         if rid is not None:
@@ -152,7 +145,6 @@ class _EntityLoader:
         self.landed.rejected += stats.rejected
         self.landed.unknown_fields = dict(stats.unknown_fields)
         self.landed.rejected_by_field = dict(stats.rejected_by_field)
-        self.seen.clear()
 
     def _reject(self, row: Any, reason: str) -> str | None:
         """Record an invalid row; return its id if it has a usable one (it still counts as present)."""
@@ -189,9 +181,18 @@ def insert_rejects(cur: psycopg.Cursor, schema: str, rows: list[tuple]) -> None:
 
 
 def _resolve_duplicates(cur: psycopg.Cursor, schema: str, run_id: str, entity: Entity, landed: LandedEntity,
-                        duplicate_ids: set[str], record_rejects: bool) -> None:
-    """Keep, per duplicated id, the occurrence with the latest updated_time (then the last one); reject the rest."""
+                        record_rejects: bool) -> None:
+    """Keep, per duplicated id, the occurrence with the latest updated_time (then the last one); reject the rest.
+
+    Found in PostgreSQL (one aggregate over the staged ids) rather than with a set of ids in Python, so the
+    loader's memory does not grow with the size of the extract.
+    """
     stage = ident(sync_schema(schema), landed.stage_table)
+    duplicate_ids = [r[0] for r in cur.execute(
+        sql.SQL("SELECT id FROM {stage} WHERE NOT {rejected} GROUP BY id HAVING count(*) > 1").format(
+            stage=stage, rejected=ident(REJECTED))).fetchall()]
+    if not duplicate_ids:
+        return
     cur.execute(
         sql.SQL(
             """
@@ -206,7 +207,7 @@ def _resolve_duplicates(cur: psycopg.Cursor, schema: str, run_id: str, entity: E
             """
         ).format(stage=stage, ord=ident(ORDINAL), ord_name=sql.Literal(ORDINAL), rejected=ident(REJECTED),
                  rejected_name=sql.Literal(REJECTED)),
-        {"ids": list(duplicate_ids)},
+        {"ids": duplicate_ids},
     )
     dropped = cur.fetchall()
     landed.duplicates = len(dropped)
@@ -247,12 +248,9 @@ def land_extract(
             if entity.name in seen_arrays:
                 raise ExtractError(f"the /sync/all body has the '{entity.extract_key}' array twice")
             seen_arrays.add(entity.name)
-            loader = _EntityLoader(conn, schema, run_id, entity, landed[entity.name], record_rejects=not dry_run)
-            loader.load(rows)
-            if loader.duplicate_ids:
-                with conn.cursor() as cur:
-                    _resolve_duplicates(cur, schema, run_id, entity, landed[entity.name], loader.duplicate_ids,
-                                        record_rejects=not dry_run)
+            _EntityLoader(conn, schema, run_id, entity, landed[entity.name], record_rejects=not dry_run).load(rows)
+            with conn.cursor() as cur:
+                _resolve_duplicates(cur, schema, run_id, entity, landed[entity.name], record_rejects=not dry_run)
 
         header: DocumentHeader = walk_extract(chunks, on_array)
         if not header.generated_at:

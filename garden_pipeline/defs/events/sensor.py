@@ -20,7 +20,7 @@ from garden_pipeline.resources import GatewayDBResource
 from garden_pipeline.settings import env
 
 BATCH_SIZE = int(env("GARDEN_INBOX_BATCH_SIZE", "10000"))  # type: ignore[arg-type]
-INTERVAL = int(env("GARDEN_INBOX_SENSOR_INTERVAL", "5"))  # type: ignore[arg-type]
+INTERVAL = int(env("GARDEN_INBOX_SENSOR_INTERVAL", "2"))  # type: ignore[arg-type]
 PARKED_RETRY_SECONDS = 60
 MAX_RUNS_PER_TICK = 20
 
