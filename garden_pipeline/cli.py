@@ -324,6 +324,72 @@ def cmd_events_purge(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    """Per entity: live rows, tombstones, last sync, watermark, drift; then the inbox."""
+    from psycopg import sql
+
+    from garden_pipeline.catalogue import CATALOGUE
+    from garden_pipeline.checks import gateway_findings as gf
+    from garden_pipeline.checks.thresholds import Thresholds
+    from garden_pipeline.gatewaydb.sql import entity_table, sync_table
+
+    thresholds = Thresholds.from_env()
+    db, conn = _db()
+    schema = db.db_schema
+    with conn:
+        state = {r[0]: r[1:] for r in conn.execute(sql.SQL(
+            "SELECT entity, last_success_at, watermark, last_mode FROM {}").format(
+                sync_table(schema, "sync_state"))).fetchall()}
+        header = (f"{'entity':<20}{'live':>9}{'tombstoned':>11}  {'last successful sync':<22}{'mode':<12}"
+                  f"{'watermark':<22}{'drift':>7}  checks")
+        print(header)
+        print("-" * len(header))
+        for e in CATALOGUE:
+            live, dead = conn.execute(sql.SQL(
+                "SELECT count(*) FILTER (WHERE deleted_at IS NULL), count(*) FILTER (WHERE deleted_at IS NOT NULL) "
+                "FROM {}").format(entity_table(schema, e))).fetchone()
+            last, mark, mode = state.get(e.name, (None, None, None))
+            drift = gf.content_drift(conn, schema, e.name, thresholds.drift_max_ids)
+            problems = [f for f in (gf.freshness(conn, schema, e.name, thresholds.freshness_warn,
+                                                 thresholds.freshness_error),
+                                    gf.referential_integrity(conn, schema, e.name)) if not f.passed]
+            note = "; ".join(f"{f.severity}: {f.summary}" for f in problems) or "ok"
+            print(f"{e.plural:<20}{live:>9}{dead:>11}  {_ts(last):<22}{mode or '-':<12}{_ts(mark):<22}"
+                  f"{drift.metadata.get('drifting', 0):>7}  {note}")
+        print()
+        for name, finding in gf.inbox_health(conn, schema, thresholds.backlog_warn, thresholds.backlog_error):
+            status = "ok" if finding.passed else finding.severity
+            print(f"{name:<16}{status:<7}{finding.summary}")
+    return 0
+
+
+def _ts(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "never"
+
+
+def cmd_repair(args) -> int:
+    from dagster import DagsterInstance
+
+    from garden_pipeline.definitions import defs
+
+    _dagster_home()
+    config = {"entities": args.entity or [], "ids": args.id or [], "allow_large_delete": args.allow_large_delete}
+    with DagsterInstance.get() as instance:
+        result = defs.resolve_job_def("repair_drift_job").execute_in_process(
+            instance=instance, raise_on_error=False,
+            run_config={"ops": {"repair_drift": {"config": config}},
+                        "loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    for ev in result.all_events:
+        if ev.event_type_value == "STEP_OUTPUT":
+            repaired = ev.event_specific_data.metadata["repaired"].value
+            for entity, r in repaired.items():
+                print(f"{entity:<20} drifting {r['drifting']:>6}  rewritten {r['rewritten']:>6}  "
+                      f"tombstoned {r['tombstoned']:>6}  {', '.join(r['ids'][:5])}")
+        elif ev.is_step_failure and ev.step_failure_data.error:
+            print(f"repair failed: {ev.step_failure_data.error.message.strip()}", file=sys.stderr)
+    return 0 if result.success else 1
+
+
 def cmd_simulate(args) -> int:
     from garden_pipeline.simulator import run_simulator
 
@@ -384,6 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
     pg = evsub.add_parser("purge", help="delete settled events older than N days")
     pg.add_argument("--older-than-days", type=int, default=7)
     pg.set_defaults(func=cmd_events_purge)
+
+    sub.add_parser("status", help="per entity: rows, tombstones, last sync, watermark, drift; inbox health") \
+        .set_defaults(func=cmd_status)
+    rep = sub.add_parser("repair", help="re-apply only the rows that drift from a fresh full extract")
+    rep.add_argument("--entity", action="append", help="entity name (repeatable); default: all")
+    rep.add_argument("--id", action="append", help="only this id (repeatable)")
+    rep.add_argument("--allow-large-delete", action="store_true")
+    rep.set_defaults(func=cmd_repair)
 
     sim = sub.add_parser("simulate", help="run the Model Garden simulator standalone")
     sim.add_argument("--host", default="127.0.0.1")

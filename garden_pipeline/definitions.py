@@ -9,6 +9,7 @@ of start-up to every run on a 2-core box.
 
 from dagster import Definitions, in_process_executor
 
+from garden_pipeline.defs.checks.definitions import build_defs as checks_defs
 from garden_pipeline.defs.events.definitions import build_defs as events_defs
 from garden_pipeline.defs.notify.definitions import build_defs as notify_defs
 from garden_pipeline.defs.sync.definitions import build_defs as sync_defs
@@ -21,5 +22,6 @@ defs = Definitions.merge(
     sync_defs(settings),
     notify_defs(),
     events_defs(),
+    checks_defs(),
     Definitions(resources=build_resources(settings), executor=in_process_executor),
 )

@@ -25,6 +25,14 @@ from garden_pipeline.resources import (
 ALL_ASSETS = [model_garden_extract, *gateway_assets, sync_completed]
 
 
+def checked_assets():
+    """The sync assets plus every GatewayDB asset check, as a deployment runs them."""
+    from garden_pipeline.checks.thresholds import Thresholds
+    from garden_pipeline.defs.checks.gateway_checks import gateway_checks
+
+    return [*ALL_ASSETS, *gateway_checks(Thresholds.from_env())]
+
+
 @dataclass
 class Stack:
     pg_url: str
@@ -59,6 +67,8 @@ class Stack:
         gateway_config: dict | None = None,
         resources: dict | None = None,
         instance: DagsterInstance | None = None,
+        with_checks: bool = False,
+        only_extract: bool = False,
     ):
         extract_cfg = {"mode": mode, "dry_run": dry_run}
         if updated_since:
@@ -68,11 +78,13 @@ class Stack:
             for e in CATALOGUE if entities is None else [by_name(n) for n in entities]:
                 ops[f"gatewaydb__{e.plural}"] = {"config": gateway_config}
         selection = None
-        if entities is not None:
-            selection = [AssetKey(["extract", by_name(n).plural]) for n in entities]
-            selection += [AssetKey(["gatewaydb", by_name(n).plural]) for n in entities] + [COMPLETION_KEY]
+        if entities is not None or only_extract:
+            names = entities if entities is not None else [e.name for e in CATALOGUE]
+            selection = [AssetKey(["extract", by_name(n).plural]) for n in names]
+            if not only_extract:
+                selection += [AssetKey(["gatewaydb", by_name(n).plural]) for n in names] + [COMPLETION_KEY]
         return materialize(
-            ALL_ASSETS,
+            checked_assets() if with_checks else ALL_ASSETS,
             resources=resources or self.resources(),
             run_config={"ops": ops},
             selection=selection,
@@ -142,3 +154,13 @@ def assert_db_equals_state(db, schema: str, snapshot: dict) -> None:
                 assert got == exp, f"{entity.name} {rid}.{f.name}: {got!r} != {exp!r}"
                 if f.type is FieldType.MONEY:
                     assert str(got) == row[f.name], "money keeps Model Garden's exact digits"
+
+
+def check_results(result) -> dict[str, object]:
+    """'asset/key:check_name' -> AssetCheckEvaluation for every check that ran."""
+    out = {}
+    for ev in result.all_events:
+        if ev.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = ev.event_specific_data
+            out[f"{data.asset_key.to_user_string()}:{data.check_name}"] = data
+    return out

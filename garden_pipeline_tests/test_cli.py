@@ -45,6 +45,10 @@ def test_demo_runs_a_full_sync_on_the_embedded_stack(tmp_path):
     rows = [line.split() for line in again.stdout.splitlines() if line.startswith("projects")]
     assert rows and rows[0][1:4] == ["0", "0", "0"], again.stdout  # nothing changed upstream
 
+    status = _run([str(BIN / "garden-pipeline"), "status"], env, tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "llm_model_limits" in status.stdout and "dead_letters    ok" in status.stdout
+
     upgrade = _run([str(BIN / "garden-pipeline"), "db", "upgrade"], env, tmp_path)
     assert upgrade.returncode == 0 and "is at revision 0002" in upgrade.stdout
 

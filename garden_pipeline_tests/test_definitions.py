@@ -23,6 +23,7 @@ EXPECTED_DEPS = {
     "gatewaydb/subscriptions": {"extract/subscriptions", "gatewaydb/use_cases", "gatewaydb/models"},
     "gatewaydb/llm_model_limits": {"extract/llm_model_limits", "gatewaydb/subscriptions"},
     "redis/sync_completed": {f"gatewaydb/{e.plural}" for e in CATALOGUE},
+    "events/inbox": set(),
 }
 
 
@@ -69,3 +70,14 @@ def test_extract_assets_are_subsettable_per_entity():
     graph = defs.resolve_asset_graph()
     extract = graph.get(next(k for k in graph.get_all_asset_keys() if k.to_user_string() == "extract/models"))
     assert extract.assets_def.can_subset
+
+
+def test_every_entity_has_its_checks():
+    keys = {f"{k.asset_key.to_user_string()}:{k.name}" for k in defs.resolve_asset_graph().asset_check_keys}
+    for e in CATALOGUE:
+        for check in ("schema_drift", "rejected_rows", "volume_drift"):
+            assert f"extract/{e.plural}:{check}" in keys
+        for check in ("content_drift", "freshness"):
+            assert f"gatewaydb/{e.plural}:{check}" in keys
+        assert (f"gatewaydb/{e.plural}:referential_integrity" in keys) == bool(e.parents)
+    assert {"events/inbox:inbox_backlog", "events/inbox:parked_events", "events/inbox:dead_letters"} <= keys

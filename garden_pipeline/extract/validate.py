@@ -27,11 +27,16 @@ _BIGINT = 2**63 - 1
 
 
 class RowError(ValueError):
-    """A row that breaks the contract; the message names the field and what was wrong."""
+    """A row that breaks the contract; the message names the field and what was wrong.
 
-    def __init__(self, field: str | None, message: str):
+    ``kind`` feeds the schema-drift check: "type" (a known field arrived with another JSON type),
+    "missing" (a required field is absent), "null", or "value" (right type, invalid value).
+    """
+
+    def __init__(self, field: str | None, message: str, kind: str = "value"):
         super().__init__(message)
         self.field = field
+        self.kind = kind
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -63,7 +68,7 @@ def _describe(value: Any) -> str:
 
 def _clean_text(f: Field, value: Any) -> str:
     if not isinstance(value, str):
-        raise RowError(f.name, f"field '{f.name}' must be a string, got {_describe(value)}")
+        raise RowError(f.name, f"field '{f.name}' must be a string, got {_describe(value)}", "type")
     if "\x00" in value:
         raise RowError(f.name, f"field '{f.name}' contains a NUL character, which PostgreSQL text cannot store")
     if not value.isascii():
@@ -103,7 +108,7 @@ def _converter(f: Field) -> Callable[[Any], Any]:
         def money(v):
             if not isinstance(v, str):
                 raise RowError(
-                    f.name, f"field '{f.name}' must be a decimal string such as \"1500.00\", got {_describe(v)}"
+                    f.name, f"field '{f.name}' must be a decimal string such as \"1500.00\", got {_describe(v)}", "type"
                 )
             if len(v) > 64 or not _MONEY_RE.match(v):
                 raise RowError(f.name, f"field '{f.name}' is not a decimal money string: {v[:40]!r}")
@@ -122,7 +127,7 @@ def _converter(f: Field) -> Callable[[Any], Any]:
 
         def timestamp(v):
             if not isinstance(v, str):
-                raise RowError(f.name, f"field '{f.name}' must be an RFC 3339 timestamp string, got {_describe(v)}")
+                raise RowError(f.name, f"field '{f.name}' must be an RFC 3339 timestamp string, got {_describe(v)}", "type")
             try:
                 return parse_timestamp(v)
             except ValueError:
@@ -135,7 +140,7 @@ def _converter(f: Field) -> Callable[[Any], Any]:
             if isinstance(v, Decimal) and v == v.to_integral_value():
                 v = int(v)
             if isinstance(v, bool) or not isinstance(v, int):
-                raise RowError(f.name, f"field '{f.name}' must be an integer, got {_describe(v)}")
+                raise RowError(f.name, f"field '{f.name}' must be an integer, got {_describe(v)}", "type")
             if abs(v) > _BIGINT:
                 raise RowError(f.name, f"field '{f.name}' is out of range for a 64-bit integer")
             _check_range(f, v)
@@ -146,7 +151,7 @@ def _converter(f: Field) -> Callable[[Any], Any]:
 
         def number(v):
             if isinstance(v, bool) or not isinstance(v, (int, Decimal, float)):
-                raise RowError(f.name, f"field '{f.name}' must be a number, got {_describe(v)}")
+                raise RowError(f.name, f"field '{f.name}' must be a number, got {_describe(v)}", "type")
             if isinstance(v, float):
                 v = Decimal(repr(v))
             if isinstance(v, Decimal) and not v.is_finite():
@@ -168,7 +173,7 @@ def _converter(f: Field) -> Callable[[Any], Any]:
 
         def text_array(v):
             if not isinstance(v, list):
-                raise RowError(f.name, f"field '{f.name}' must be an array of strings, got {_describe(v)}")
+                raise RowError(f.name, f"field '{f.name}' must be an array of strings, got {_describe(v)}", "type")
             for item in v:
                 _clean_text(Field(f.name, FieldType.TEXT, min_length=None), item)
             return v
@@ -185,6 +190,9 @@ class Validation:
     rejected: int = 0
     unknown_fields: Counter = field(default_factory=Counter)
     rejected_by_field: Counter = field(default_factory=Counter)
+    type_changes: Counter = field(default_factory=Counter)  # known field arrived with another JSON type
+    missing_required: Counter = field(default_factory=Counter)
+    absent_optional: Counter = field(default_factory=Counter)
 
 
 class RowValidator:
@@ -199,20 +207,21 @@ class RowValidator:
     def convert(self, row: Any) -> tuple:
         """Return the row's values, or raise RowError naming the field at fault."""
         if not isinstance(row, dict):
-            raise RowError(None, f"{self.entity.name} row must be a JSON object, got {_describe(row)}")
+            raise RowError(None, f"{self.entity.name} row must be a JSON object, got {_describe(row)}", "type")
         out = []
         for name, required, nullable, conv in self._plan:
             if name in row:
                 value = row[name]
                 if value is None:
                     if not nullable:
-                        raise RowError(name, f"field '{name}' must not be null")
+                        raise RowError(name, f"field '{name}' must not be null", "null")
                     out.append(None)
                 else:
                     out.append(conv(value))
             elif required:
-                raise RowError(name, f"required field '{name}' is missing")
+                raise RowError(name, f"required field '{name}' is missing", "missing")
             else:
+                self.stats.absent_optional[name] += 1
                 out.append(None)
         if len(row) > len(out) or not self.known.issuperset(row):
             extra = [k for k in row if k not in self.known]
@@ -225,6 +234,10 @@ class RowValidator:
         except RowError as exc:
             self.stats.rejected += 1
             self.stats.rejected_by_field[exc.field or "<row>"] += 1
+            if exc.kind == "type":
+                self.stats.type_changes[exc.field or "<row>"] += 1
+            elif exc.kind == "missing":
+                self.stats.missing_required[exc.field] += 1
             return None, str(exc)
         self.stats.valid += 1
         return values, None

@@ -323,6 +323,19 @@ def apply_landed(
     return counts
 
 
+def delete_preview(conn: psycopg.Connection, schema: str, entity: str, stage_table: str,
+                   generated_at: datetime) -> tuple[int, int]:
+    """(live rows a full apply of this staged extract would tombstone, live rows) - the guard's inputs."""
+    e = by_name(entity)
+    return conn.execute(
+        sql.SQL("SELECT count(*) FILTER (WHERE t.{ver} < %(v)s AND NOT EXISTS (SELECT 1 FROM {stage} s "
+                "WHERE s.id = t.id)), count(*) FROM {t} t WHERE t.{d} IS NULL").format(
+            ver=ident(VERSION_COLUMN), stage=ident(sync_schema(schema), stage_table), t=entity_table(schema, e),
+            d=ident(DELETED_COLUMN)),
+        {"v": generated_at},
+    ).fetchone()
+
+
 def _delete_guard(entity: Entity, live: int, to_delete: int, extract_rows: int, policy: DeletePolicy) -> None:
     if policy.allow_large_delete or to_delete == 0:
         return

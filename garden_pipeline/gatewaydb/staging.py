@@ -63,6 +63,9 @@ class LandedEntity:
     duplicates: int = 0
     unknown_fields: dict[str, int] = field(default_factory=dict)
     rejected_by_field: dict[str, int] = field(default_factory=dict)
+    type_changes: dict[str, int] = field(default_factory=dict)
+    missing_required: dict[str, int] = field(default_factory=dict)
+    absent_optional: dict[str, int] = field(default_factory=dict)
     reject_samples: list[str] = field(default_factory=list)
 
 
@@ -145,6 +148,9 @@ class _EntityLoader:
         self.landed.rejected += stats.rejected
         self.landed.unknown_fields = dict(stats.unknown_fields)
         self.landed.rejected_by_field = dict(stats.rejected_by_field)
+        self.landed.type_changes = dict(stats.type_changes)
+        self.landed.missing_required = dict(stats.missing_required)
+        self.landed.absent_optional = dict(stats.absent_optional)
 
     def _reject(self, row: Any, reason: str) -> str | None:
         """Record an invalid row; return its id if it has a usable one (it still counts as present)."""
@@ -312,8 +318,9 @@ def find_landed(conn: psycopg.Connection, schema: str, entity: str, run_id: str)
 def drop_stale_stages(conn: psycopg.Connection, schema: str, entity: str, keep: set[str]) -> int:
     """Drop staging tables of ``entity`` no longer needed.
 
-    Kept: the batches in ``keep``, the newest applied full extract (the drift
-    checks compare against it) and unapplied batches younger than a day.
+    Kept: the batches in ``keep``, the newest full extract and the newest
+    applied one (the drift checks compare against them), and unapplied batches
+    younger than an hour (a run may still be about to apply them).
     """
     table = sync_table(schema, "landed_extracts")
     with conn.transaction():
@@ -322,10 +329,13 @@ def drop_stale_stages(conn: psycopg.Connection, schema: str, entity: str, keep: 
                 """
                 SELECT batch_id, stage_table FROM {t} l
                 WHERE entity = %(e)s AND NOT (batch_id = ANY(%(keep)s))
-                  AND (applied_at IS NOT NULL OR dry_run OR landed_at < now() - interval '1 day')
+                  AND (applied_at IS NOT NULL OR dry_run OR landed_at < now() - interval '1 hour')
                   AND batch_id IS DISTINCT FROM (
                       SELECT batch_id FROM {t} WHERE entity = %(e)s AND mode = 'full' AND applied_at IS NOT NULL
                       AND NOT dry_run ORDER BY applied_at DESC LIMIT 1)
+                  AND batch_id IS DISTINCT FROM (
+                      SELECT batch_id FROM {t} WHERE entity = %(e)s AND mode = 'full' AND NOT dry_run
+                      ORDER BY generated_at DESC LIMIT 1)
                 """
             ).format(t=table),
             {"e": entity, "keep": list(keep)},

@@ -62,8 +62,12 @@ def sync_completed(
                 f"sync.completed {event_id} recorded in the outbox but not yet on Redis ({error}); "
                 "the outbox relay will deliver it"
             )
+    lines = ["| entity | inserted | updated | deleted | unchanged |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {e} | {c['inserted']} | {c['updated']} | {c['deleted']} | {c['unchanged']} |"
+              for e, c in counts.items()]
     return MaterializeResult(
         metadata={
+            "summary": MetadataValue.md(f"**{mode} sync** committed\n\n" + "\n".join(lines)),
             "event_id": event_id,
             "mode": mode,
             "published": delivered,

@@ -45,3 +45,6 @@ class GatewayWriteConfig(Config):
     delete_guard_min_rows: int = Field(
         default=0, ge=0, description="Deleting at most this many rows never trips the fraction test."
     )
+    allow_rejected: bool = Field(
+        default=False, description="Write even when the extract's rejected_rows check failed (too many invalid rows)."
+    )

@@ -7,14 +7,26 @@ selected entities, so an engineer can rematerialise just ``extract/models``.
 
 from datetime import timedelta
 
-from dagster import AssetExecutionContext, AssetSpec, Failure, MaterializeResult, MetadataValue, multi_asset
+from dagster import (
+    AssetCheckKey,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetSpec,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
 
 from garden_pipeline.catalogue import CATALOGUE, ENTITIES
-from garden_pipeline.defs.sync.config import ExtractConfig
+from garden_pipeline.checks.extract_findings import rejected_rows, schema_drift, volume_drift
+from garden_pipeline.checks.thresholds import Thresholds
+from garden_pipeline.defs.checks.results import to_result
+from garden_pipeline.defs.sync.config import _DEFAULT_FRACTION, ExtractConfig
 from garden_pipeline.defs.sync.keys import EXTRACT_GROUP, EXTRACT_KEYS
 from garden_pipeline.extract.stream import ExtractError
 from garden_pipeline.extract.validate import parse_timestamp
-from garden_pipeline.gatewaydb.apply import read_watermarks
+from garden_pipeline.gatewaydb.apply import delete_preview, read_watermarks
 from garden_pipeline.gatewaydb.staging import drop_stale_stages, land_extract
 from garden_pipeline.resources import GatewayDBResource, ModelGardenResource
 
@@ -54,6 +66,21 @@ def _since(config: ExtractConfig, watermarks: dict, selected: list[str], log):
         )
         for e in CATALOGUE
     ],
+    check_specs=[
+        spec
+        for e in CATALOGUE
+        for spec in (
+            AssetCheckSpec("schema_drift", asset=EXTRACT_KEYS[e.name],
+                           description="Unknown or missing fields (WARN); a known field with another type (ERROR)."),
+            # Not Dagster-blocking: in a multi-asset that would stop every entity's write. The GatewayDB
+            # step of this entity enforces the same rule, so only this entity (and its children) stop.
+            AssetCheckSpec("rejected_rows", asset=EXTRACT_KEYS[e.name],
+                           description="Invalid rows above GARDEN_MAX_REJECTED_FRACTION (and more than "
+                           "GARDEN_REJECTED_ROWS_FLOOR) block this entity's GatewayDB write."),
+            AssetCheckSpec("volume_drift", asset=EXTRACT_KEYS[e.name],
+                           description="Row count against the previous full extract, and the delete guard's verdict."),
+        )
+    ],
     can_subset=True,
 )
 def model_garden_extract(
@@ -63,6 +90,7 @@ def model_garden_extract(
     gateway_db: GatewayDBResource,
 ):
     selected = [n for n in ENTITIES if EXTRACT_KEYS[n] in context.selected_asset_keys]
+    thresholds = Thresholds.from_env()
     schema = gateway_db.db_schema
     with gateway_db.connect() as conn:
         for name in selected:
@@ -99,3 +127,27 @@ def model_garden_extract(
         if le.unknown_fields:
             context.log.warning(f"{name}: fields the catalogue does not know: {sorted(le.unknown_fields)}")
         yield MaterializeResult(asset_key=EXTRACT_KEYS[name], metadata=metadata)
+        yield from _check_results(context, gateway_db, name, le, landed, config, thresholds)
+
+
+def _check_results(context, gateway_db, name, le, landed, config, thresholds):
+    key = EXTRACT_KEYS[name]
+    selected = context.selected_asset_check_keys
+    wanted = lambda check: AssetCheckKey(key, check) in selected  # noqa: E731
+    if wanted("schema_drift"):
+        yield to_result(schema_drift(le, le.rows + le.rejected), asset_key=key, check_name="schema_drift")
+    if wanted("rejected_rows"):
+        yield to_result(rejected_rows(le, thresholds.max_rejected_fraction, thresholds.rejected_rows_floor),
+                        asset_key=key, check_name="rejected_rows")
+    if wanted("volume_drift"):
+        previous = would_delete = live = None
+        if config.mode == "full":
+            event = context.instance.get_latest_materialization_event(key)
+            md = event.asset_materialization.metadata if event and event.asset_materialization else {}
+            if md.get("mode") and getattr(md["mode"], "value", None) == "full" and "rows" in md:
+                previous = md["rows"].value
+            with gateway_db.connect() as conn:
+                would_delete, live = delete_preview(conn, gateway_db.db_schema, name, le.stage_table,
+                                                    landed.generated_at)
+        yield to_result(volume_drift(le.rows, previous, thresholds.volume_change, would_delete, live,
+                                     _DEFAULT_FRACTION), asset_key=key, check_name="volume_drift")

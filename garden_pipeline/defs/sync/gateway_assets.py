@@ -9,6 +9,8 @@ from dagster import AssetExecutionContext, AssetsDefinition, Failure, Materializ
 from psycopg import sql
 
 from garden_pipeline.catalogue import CATALOGUE, Entity, by_name
+from garden_pipeline.checks.extract_findings import too_many_rejected
+from garden_pipeline.checks.thresholds import Thresholds
 from garden_pipeline.defs.sync.config import GatewayWriteConfig
 from garden_pipeline.defs.sync.keys import EXTRACT_KEYS, GATEWAY_GROUP, GATEWAY_KEYS
 from garden_pipeline.gatewaydb.apply import DeleteGuardError, DeletePolicy, EntityCounts, apply_landed
@@ -76,12 +78,23 @@ def build_gateway_asset(entity: Entity) -> AssetsDefinition:
     )
     def _write(context: AssetExecutionContext, config: GatewayWriteConfig, gateway_db: GatewayDBResource):
         schema = gateway_db.db_schema
+        thresholds = Thresholds.from_env()
         with gateway_db.connect() as conn:
             ref = find_landed(conn, schema, entity.name, context.run.run_id)
             if ref is None:
                 raise RuntimeError(
                     f"no extract of {entity.plural} is waiting to be applied: materialise "
                     f"extract/{entity.plural} in the same run"
+                )
+            total = ref.rows + ref.rejected
+            if not config.allow_rejected and too_many_rejected(ref.rejected, total, thresholds.max_rejected_fraction,
+                                                                thresholds.rejected_rows_floor):
+                raise Failure(
+                    description=f"blocked by extract/{entity.plural}'s rejected_rows check: {ref.rejected} of {total} "
+                    f"rows were invalid (see {schema}_sync.rejected_records); nothing was written. Fix Model Garden "
+                    "or re-run with allow_rejected: true.",
+                    metadata={"rejected": ref.rejected, "rows": total},
+                    allow_retries=False,
                 )
             policy = DeletePolicy(config.max_delete_fraction, config.delete_guard_min_rows, config.allow_large_delete)
             try:
