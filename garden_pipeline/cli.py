@@ -393,7 +393,12 @@ def cmd_repair(args) -> int:
 def cmd_simulate(args) -> int:
     from garden_pipeline.simulator import run_simulator
 
-    run_simulator(host=args.host, port=args.port, scale=args.scale, seed=args.seed, token=args.token)
+    from garden_pipeline.settings import env
+
+    secret = (env("GARDEN_EVENTS_SECRET") or "").split(",")[0].strip() or None
+    run_simulator(host=args.host, port=args.port, scale=args.scale, seed=args.seed, token=args.token,
+                  push_url=args.push_url, push_secret=secret if args.push_url else None,
+                  push_interval=args.push_interval if args.push_url else None)
     return 0
 
 
@@ -465,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--scale", type=int, default=2000)
     sim.add_argument("--seed", type=int, default=7)
     sim.add_argument("--token", default=os.environ.get("MODEL_GARDEN_TOKEN"))
+    sim.add_argument("--push-url", help="also push random changes as signed events to this receiver URL")
+    sim.add_argument("--push-interval", type=float, default=10.0, help="seconds between pushes")
     sim.set_defaults(func=cmd_simulate)
     return p
 

@@ -47,3 +47,19 @@ def test_production_instance_file_runs_a_job_on_postgres(tmp_path, monkeypatch, 
             result = Stack(pg_url, schema, sim.url, redis_url_or_file, stream_name).sync(instance=instance)
         assert result.success
         assert instance.get_run_by_id(result.run_id).is_success
+
+
+def test_embedded_instance_file_runs_a_job_on_sqlite(tmp_path, pg_url, schema, redis_url_or_file, stream_name):
+    from garden_pipeline.cli import EMBEDDED_INSTANCE_YAML
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(EMBEDDED_INSTANCE_YAML)
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_storage).__name__ == "SqliteRunStorage"
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        with SimulatorServer(scale=60, seed=2) as sim:
+            result = Stack(pg_url, schema, sim.url, redis_url_or_file, stream_name).sync(instance=instance)
+        assert result.success
+        assert instance.get_run_by_id(result.run_id).is_success
+    assert list(home.glob("**/*.db")), "runs are kept in SQLite files under DAGSTER_HOME"

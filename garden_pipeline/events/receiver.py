@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
 from garden_pipeline.events import inbox
 from garden_pipeline.events.envelope import EventError, validate_event
+from garden_pipeline.events.metrics import ReceiverMetrics
 from garden_pipeline.events.signature import HEADER, SignatureError, verify
 from garden_pipeline.gatewaydb import migrate
 from garden_pipeline.gatewaydb.connection import libpq_url, redact
@@ -61,8 +63,8 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, message: str):
-        self.status, self.message = status, message
+    def __init__(self, status: int, message: str, reason: str):
+        self.status, self.message, self.reason = status, message, reason
 
 
 def create_receiver(settings: ReceiverSettings) -> FastAPI:
@@ -91,12 +93,12 @@ def create_receiver(settings: ReceiverSettings) -> FastAPI:
     async def _body(request: Request) -> bytes:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY:
-            raise _Refused(413, f"body of {length} bytes is over the 1 MiB limit")
+            raise _Refused(413, f"body of {length} bytes is over the 1 MiB limit", "too_large")
         body = b""
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_BODY:
-                raise _Refused(413, "body is over the 1 MiB limit")
+                raise _Refused(413, "body is over the 1 MiB limit", "too_large")
         return body
 
     def _check(request: Request, body: bytes) -> Any:
@@ -104,24 +106,44 @@ def create_receiver(settings: ReceiverSettings) -> FastAPI:
             try:
                 verify(request.headers.get(HEADER), body, settings.secrets)
             except SignatureError as exc:
-                raise _Refused(401, str(exc)) from None
+                raise _Refused(401, str(exc), "signature") from None
         ctype = request.headers.get("content-type", "")
         if ctype and "json" not in ctype.split(";")[0].lower():
-            raise _Refused(415, f"content type must be application/json, got {ctype[:60]!r}")
+            raise _Refused(415, f"content type must be application/json, got {ctype[:60]!r}", "content_type")
         try:
             return json.loads(body.decode("utf-8"))
         except UnicodeDecodeError:
-            raise _Refused(422, "body is not valid UTF-8") from None
+            raise _Refused(422, "body is not valid UTF-8", "encoding") from None
         except (json.JSONDecodeError, RecursionError):
-            raise _Refused(422, "body is not valid JSON") from None
+            raise _Refused(422, "body is not valid JSON", "json") from None
 
     def _store(events) -> int:
         with pool.connection() as conn:
             return inbox.store(conn, settings.schema, events)
 
+    metrics = ReceiverMetrics(pool, settings.schema)
+    app.state.metrics = metrics
+
     @app.exception_handler(_Refused)
     async def _refused(_request: Request, exc: _Refused) -> JSONResponse:
+        metrics.rejected.labels(exc.reason).inc()
         return _error(exc.status, exc.message)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next):
+        endpoint = request.url.path.rsplit("/", 1)[-1] or "/"
+        with metrics.latency.labels(endpoint).time():
+            response = await call_next(request)
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        return response
+
+    def _invalid(message: str) -> JSONResponse:
+        metrics.rejected.labels("validation").inc()
+        return _error(422, message)
+
+    def _acked(new: int, total: int) -> None:
+        metrics.acknowledged.labels("stored").inc(new)
+        metrics.acknowledged.labels("duplicate").inc(total - new)
 
     @app.post(f"{PREFIX}/events", summary="Receive one event")
     async def receive_event(request: Request) -> JSONResponse:
@@ -129,28 +151,34 @@ def create_receiver(settings: ReceiverSettings) -> FastAPI:
         try:
             event = validate_event(data)
         except EventError as exc:
-            return _error(422, str(exc))
+            return _invalid(str(exc))
         new = await run_in_threadpool(_store, [event])
+        _acked(new, 1)
         return JSONResponse({"status": "ok", "message": "stored" if new else "duplicate, already stored"})
 
     @app.post(f"{PREFIX}/events/batch", summary="Receive a JSON array of events, all or nothing")
     async def receive_batch(request: Request) -> JSONResponse:
         data = _check(request, await _body(request))
         if not isinstance(data, list):
-            return _error(422, "the batch body must be a JSON array of events")
+            return _invalid("the batch body must be a JSON array of events")
         if not data:
-            return _error(422, "the batch is empty")
+            return _invalid("the batch is empty")
         if len(data) > settings.max_batch:
-            return _error(422, f"the batch has {len(data)} events; at most {settings.max_batch} allowed")
+            return _invalid(f"the batch has {len(data)} events; at most {settings.max_batch} allowed")
         events = []
         for i, item in enumerate(data):
             try:
                 events.append(validate_event(item))
             except EventError as exc:
-                return _error(422, f"event [{i}]: {exc}; nothing from this batch was stored")
+                return _invalid(f"event [{i}]: {exc}; nothing from this batch was stored")
         new = await run_in_threadpool(_store, events)
+        _acked(new, len(events))
         return JSONResponse({"status": "ok", "message": f"stored {new}, duplicates {len(events) - new}",
                              "stored": new, "duplicates": len(events) - new})
+
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(f"{PREFIX}/health", summary="Liveness and version")
     def health() -> dict:
