@@ -49,6 +49,8 @@ class Settings:
     incremental_sync_cron: str
     max_delete_fraction: float
     simulator_scale: int
+    statement_timeout_ms: int = 0
+    lock_timeout_ms: int = 0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -59,6 +61,13 @@ class Settings:
             raise ValueError(f"GARDEN_MAX_DELETE_FRACTION={fraction!r} is not a number between 0 and 1") from None
         if not 0 <= max_delete_fraction <= 1:
             raise ValueError(f"GARDEN_MAX_DELETE_FRACTION={fraction!r} must be between 0 and 1")
+        timeouts = {}
+        for name, field in (("GARDEN_STATEMENT_TIMEOUT_MS", "statement_timeout_ms"),
+                            ("GARDEN_LOCK_TIMEOUT_MS", "lock_timeout_ms")):
+            value = env(name, "0")
+            if not value.isdigit():  # type: ignore[union-attr]
+                raise ValueError(f"{name}={value!r} must be a whole number of milliseconds")
+            timeouts[field] = int(value)  # type: ignore[arg-type]
         scale = env("GARDEN_SIMULATOR_SCALE", "2000")
         if not scale.isdigit():  # type: ignore[union-attr]
             raise ValueError(f"GARDEN_SIMULATOR_SCALE={scale!r} must be a whole number of rows")
@@ -73,4 +82,5 @@ class Settings:
             incremental_sync_cron=env("GARDEN_INCREMENTAL_SYNC_CRON", "*/5 * * * *"),  # type: ignore[arg-type]
             max_delete_fraction=max_delete_fraction,
             simulator_scale=int(scale),  # type: ignore[arg-type]
+            **timeouts,
         )

@@ -18,6 +18,12 @@ class GatewayDBResource(ConfigurableResource, ABC):
     """Where GatewayDB lives. Every connection handed out is on a migrated schema."""
 
     db_schema: str = Field(default=DEFAULT_SCHEMA, description="Schema of the gateway's tables (GATEWAY_DB_SCHEMA).")
+    statement_timeout_ms: int = Field(
+        default=0, ge=0, description="Cancel any one statement after this long (0: no limit); the step then fails "
+        "and its transaction rolls back.")
+    lock_timeout_ms: int = Field(
+        default=0, ge=0, description="Give up waiting for a lock after this long (0: wait); a concurrent sync of "
+        "the same entity otherwise waits for the first to commit.")
 
     @field_validator("db_schema")
     @classmethod
@@ -39,6 +45,14 @@ class GatewayDBResource(ConfigurableResource, ABC):
         """
         self.migrate()
         kwargs.setdefault("autocommit", True)
+        options = []
+        if self.statement_timeout_ms:
+            options.append(f"-c statement_timeout={self.statement_timeout_ms}")
+        if self.lock_timeout_ms:
+            options.append(f"-c lock_timeout={self.lock_timeout_ms}")
+        if options:
+            kwargs.setdefault("options", " ".join(options))
+        kwargs.setdefault("application_name", "garden_pipeline")
         return connect(self.url(), **kwargs)
 
 

@@ -20,10 +20,13 @@ def build_resources(settings: Settings) -> dict:
         )
     else:
         model_garden = LocalModelGarden(scale=settings.simulator_scale)
+    timeouts = {"statement_timeout_ms": settings.statement_timeout_ms, "lock_timeout_ms": settings.lock_timeout_ms}
     if settings.gateway_db_url:
-        gateway_db = PostgresGatewayDB(db_url=EnvVar("GATEWAY_DB_URL"), db_schema=settings.gateway_db_schema)
+        gateway_db = PostgresGatewayDB(db_url=EnvVar("GATEWAY_DB_URL"), db_schema=settings.gateway_db_schema,
+                                       **timeouts)
     else:
-        gateway_db = EmbeddedGatewayDB(data_dir=str(home / "pgdata"), db_schema=settings.gateway_db_schema)
+        gateway_db = EmbeddedGatewayDB(data_dir=str(home / "pgdata"), db_schema=settings.gateway_db_schema,
+                                       **timeouts)
     if settings.redis_url:
         stream = RedisCompletionStream(redis_url=EnvVar("REDIS_URL"), stream=settings.redis_stream)
     else:
