@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from dagster import AssetCheckSeverity
 
 from garden_pipeline.checks import gateway_findings as gf

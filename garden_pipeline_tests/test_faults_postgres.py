@@ -6,7 +6,6 @@ import threading
 import time
 
 import psycopg
-import pytest
 
 from garden_pipeline.catalogue import ENTITIES
 from garden_pipeline.gatewaydb.apply import read_watermarks
