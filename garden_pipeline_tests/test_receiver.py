@@ -94,6 +94,9 @@ def test_bad_signatures_are_refused_and_nothing_stored(receiver, db, schema, cas
                 "created_time": "2025-07-15T14:20:00Z", "updated_time": "2025-07-15T14:20:00Z"}), "status"),
         (event("DELETED", "project", "proj-1", "2025-07-15T14:20:00Z", {"id": "other"}), "payload.id"),
         ([1, 2], "must be a JSON object"),
+        # Found by schemathesis: jsonb cannot hold NUL, so such a payload must be refused, not crash the insert.
+        (event("DELETED", "project", "p1", "2025-07-15T14:20:00Z", {"x\u0000": 1}), "NUL"),
+        ({**_created(), "payload": {**_created()["payload"], "extra": ["a\x00b"]}}, "NUL"),
     ],
 )
 def test_invalid_events_get_422_with_a_reason_and_nothing_is_stored(open_receiver, db, schema, bad, words):

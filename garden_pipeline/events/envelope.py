@@ -21,6 +21,23 @@ _ENVELOPE = {"event_id", "event_type", "entity_type", "entity_id", "timestamp", 
 _REQUIRED = ("event_type", "entity_type", "entity_id", "timestamp", "payload")
 
 
+# The envelope as JSON Schema, for the receiver's OpenAPI document (validation itself is validate_event).
+EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event_id": {"type": "string", "minLength": 1, "maxLength": 200},
+        "event_type": {"enum": list(EVENT_TYPES)},
+        "entity_type": {"enum": list(ENTITIES)},
+        "entity_id": {"type": "string", "minLength": 1, "maxLength": 128},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "version": {"type": "string"},
+        "payload": {"type": "object"},
+    },
+    "required": list(_REQUIRED),
+    "additionalProperties": False,
+}
+
+
 class EventError(ValueError):
     """An event that breaks the contract; the message says what to fix."""
 
@@ -52,6 +69,27 @@ def _string(event: dict, key: str, max_length: int | None = None) -> str:
     except UnicodeEncodeError:
         raise EventError(f"'{key}' contains invalid Unicode") from None
     return value
+
+
+def _storable(value: Any, where: str) -> None:
+    """PostgreSQL's jsonb holds neither NUL characters nor lone surrogates, in keys or in strings."""
+    stack = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise EventError(f"{path} contains a NUL character, which cannot be stored")
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise EventError(f"{path} contains invalid Unicode (a lone surrogate)") from None
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                stack.append((key, f"a key in {path}"))
+                stack.append((child, f"{path}.{key}"[:120] if isinstance(key, str) else path))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[]") for child in item)
 
 
 def natural_key(entity_type: str, entity_id: str, event_type: str, timestamp: str) -> str:
@@ -86,6 +124,7 @@ def validate_event(event: Any) -> ValidEvent:
     payload = event["payload"]
     if not isinstance(payload, dict):
         raise EventError("'payload' must be a JSON object")
+    _storable(payload, "'payload'")
     if event_type == "DELETED":
         if "id" in payload and payload["id"] != entity_id:
             raise EventError("'payload.id' must equal 'entity_id'")

@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
 from garden_pipeline.events import inbox
-from garden_pipeline.events.envelope import EventError, validate_event
+from garden_pipeline.events.envelope import EVENT_SCHEMA, EventError, validate_event
 from garden_pipeline.events.metrics import ReceiverMetrics
 from garden_pipeline.events.signature import HEADER, SignatureError, verify
 from garden_pipeline.gatewaydb import migrate
@@ -56,6 +56,17 @@ def _version() -> str:
         return version("garden_pipeline")
     except PackageNotFoundError:  # pragma: no cover
         return "0+unknown"
+
+
+_MESSAGE = {"type": "object", "properties": {"status": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["status", "message"]}
+_RESPONSES = {
+    200: {"description": "Stored (or a duplicate, already stored)", "content": {"application/json": {"schema": _MESSAGE}}},
+    401: {"description": "Missing, wrong or expired X-Garden-Signature", "content": {"application/json": {"schema": _MESSAGE}}},
+    413: {"description": "Body over 1 MiB", "content": {"application/json": {"schema": _MESSAGE}}},
+    415: {"description": "Content type is not JSON", "content": {"application/json": {"schema": _MESSAGE}}},
+    422: {"description": "Not a valid event; the message says why", "content": {"application/json": {"schema": _MESSAGE}}},
+}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -145,7 +156,8 @@ def create_receiver(settings: ReceiverSettings) -> FastAPI:
         metrics.acknowledged.labels("stored").inc(new)
         metrics.acknowledged.labels("duplicate").inc(total - new)
 
-    @app.post(f"{PREFIX}/events", summary="Receive one event")
+    @app.post(f"{PREFIX}/events", summary="Receive one event", responses=_RESPONSES,
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": EVENT_SCHEMA}}}})
     async def receive_event(request: Request) -> JSONResponse:
         data = _check(request, await _body(request))
         try:
@@ -156,7 +168,9 @@ def create_receiver(settings: ReceiverSettings) -> FastAPI:
         _acked(new, 1)
         return JSONResponse({"status": "ok", "message": "stored" if new else "duplicate, already stored"})
 
-    @app.post(f"{PREFIX}/events/batch", summary="Receive a JSON array of events, all or nothing")
+    @app.post(f"{PREFIX}/events/batch", summary="Receive a JSON array of events, all or nothing", responses=_RESPONSES,
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"type": "array", "items": EVENT_SCHEMA, "minItems": 1}}}}})
     async def receive_batch(request: Request) -> JSONResponse:
         data = _check(request, await _body(request))
         if not isinstance(data, list):
