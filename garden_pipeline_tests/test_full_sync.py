@@ -6,6 +6,8 @@ from datetime import datetime
 from decimal import Decimal
 
 
+import pytest
+
 from garden_pipeline.catalogue import CATALOGUE, ENTITIES
 from garden_pipeline_tests.harness import assert_db_equals_state, failure_messages, live_rows, metadata, versions
 
@@ -124,3 +126,29 @@ def test_single_entity_rematerialisation_touches_only_that_entity(stack, sim, db
         if e != "model":
             assert after[e] == before[e], f"{e} was touched"
     assert {k for k in after["model"] if after["model"][k] != before["model"][k]} == {model_id}
+
+
+@pytest.mark.slow
+def test_landing_memory_stays_flat_as_the_extract_grows(pg_url, schema):
+    """The extract is streamed: Python's peak allocation landing 200k rows is about that of 20k rows."""
+    import tracemalloc
+
+    import httpx
+
+    from garden_pipeline.gatewaydb import migrate
+    from garden_pipeline.gatewaydb.connection import connect
+    from garden_pipeline.gatewaydb.staging import land_extract
+    from garden_pipeline.simulator import SimulatorServer
+
+    migrate.upgrade(pg_url, schema)
+    peaks = {}
+    for scale in (20_000, 200_000):
+        with SimulatorServer(scale=scale, seed=1) as server, connect(pg_url, autocommit=True) as conn:
+            with httpx.stream("GET", server.url + "/model-garden/sync/all", timeout=120) as response:
+                tracemalloc.start()
+                landed = land_extract(conn, schema, f"mem-{scale}", response.iter_bytes(), ENTITIES, mode="full")
+                peaks[scale] = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+        assert sum(le.rows for le in landed.entities.values()) >= scale * 0.9
+    assert peaks[200_000] < 32 * 2**20, peaks
+    assert peaks[200_000] < 2 * peaks[20_000] + 4 * 2**20, peaks

@@ -1,14 +1,55 @@
-"""Two receivers on one machine share the inbox: every event is stored once, whichever one got it."""
+"""Two receiver processes on one machine share the inbox: every event is stored once, whichever got it."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import httpx
 
+from garden_pipeline.gatewaydb import migrate
 from garden_pipeline_tests.events_harness import apply, event, inbox_rows, post, project, start_receiver
 
+BIN = Path(sys.executable).parent
 
-def test_two_receivers_behind_a_balancer_store_each_event_once(pg_url, schema, db):
-    first, second = start_receiver(pg_url, schema), start_receiver(pg_url, schema)
+
+class ReceiverProcess:
+    """`garden-pipeline serve-events` as its own OS process, as a replica behind a load balancer runs."""
+
+    def __init__(self, pg_url: str, schema: str, tmp: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {**os.environ, "GATEWAY_DB_URL": pg_url, "GATEWAY_DB_SCHEMA": schema, "GARDEN_HOME": str(tmp)}
+        env.pop("GARDEN_EVENTS_SECRET", None)
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([str(BIN / "garden-pipeline"), "serve-events", "--port", str(port),
+                                      "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/api/v1/model-garden/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise AssertionError("receiver process did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=20)
+
+
+def test_two_receivers_behind_a_balancer_store_each_event_once(pg_url, schema, db, tmp_path):
+    migrate.upgrade(pg_url, schema)
+    first, second = ReceiverProcess(pg_url, schema, tmp_path), ReceiverProcess(pg_url, schema, tmp_path)
+    assert first.proc.pid != second.proc.pid
     try:
         events = [event("CREATED", "project", f"p{i}", "2025-07-15T14:00:00Z",
                         project(f"p{i}", "Scaled", "2025-07-15T14:00:00Z"), event_id=f"e{i}") for i in range(40)]
