@@ -9,7 +9,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,30 +30,13 @@ from garden_pipeline.events.envelope import validate_event  # noqa: E402
 from garden_pipeline.gatewaydb import migrate  # noqa: E402
 from garden_pipeline.gatewaydb.apply import apply_landed  # noqa: E402
 from garden_pipeline.gatewaydb.apply_events import apply_inbox_batch  # noqa: E402
+from garden_pipeline.serving import free_port, wait_until_ok  # noqa: E402
 from garden_pipeline.gatewaydb.connection import connect, libpq_url  # noqa: E402
 from garden_pipeline.gatewaydb.staging import find_landed, land_extract  # noqa: E402
 from garden_pipeline.simulator import ModelGardenState, SimulatorServer  # noqa: E402
 
 BIN = Path(sys.executable).parent
 EVENTS = "/api/v1/model-garden/events"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer")
 
 
 def _project_event(pid: str, ts: str = "2025-07-15T14:00:00Z") -> dict:
@@ -66,14 +48,14 @@ def _project_event(pid: str, ts: str = "2025-07-15T14:00:00Z") -> dict:
 
 def receiver_throughput(url: str, single: int, batches: int, batch_size: int, concurrency: int) -> dict:
     schema = fresh_schema()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GATEWAY_DB_URL": url, "GATEWAY_DB_SCHEMA": schema}
     env.pop("GARDEN_EVENTS_SECRET", None)
     proc = subprocess.Popen([str(BIN / "garden-pipeline"), "serve-events", "--port", str(port), "--log-level",
                              "warning"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait(base + "/api/v1/model-garden/health")
+        wait_until_ok(base + "/api/v1/model-garden/health")
         latencies: list[float] = []
         lock = threading.Lock()
         counter = iter(range(single))
@@ -168,7 +150,7 @@ def end_to_end(url: str, n: int, rate: float) -> dict:
            "GARDEN_FULL_SYNC_CRON": "0 0 1 1 *", "GARDEN_INCREMENTAL_SYNC_CRON": "0 0 1 1 *",
            }
     env.pop("GARDEN_EVENTS_SECRET", None)
-    port, ui = _free_port(), _free_port()
+    port, ui = free_port(), free_port()
     procs = [
         subprocess.Popen([str(BIN / "garden-pipeline"), "serve-events", "--port", str(port), "--log-level",
                           "warning"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
@@ -179,8 +161,8 @@ def end_to_end(url: str, n: int, rate: float) -> dict:
     seen: dict[str, float] = {}
     posted: dict[str, float] = {}
     try:
-        _wait(base + "/api/v1/model-garden/health")
-        _wait(f"http://127.0.0.1:{ui}/server_info", 120)
+        wait_until_ok(base + "/api/v1/model-garden/health")
+        wait_until_ok(f"http://127.0.0.1:{ui}/server_info", 120)
         with psycopg.connect(libpq_url(url), autocommit=True) as conn, httpx.Client(timeout=10) as client:
             # Warm-up: wait until the daemon has applied one event.
             client.post(base + EVENTS, json=_project_event("warmup"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,32 +13,16 @@ import httpx
 import pytest
 
 from garden_pipeline.gatewaydb import migrate
+from garden_pipeline.serving import free_port, wait_until_ok
 from garden_pipeline_tests.events_harness import event, project
 
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} never answered")
-
-
 @pytest.mark.slow
 def test_event_posted_to_dev_stack_is_applied_by_the_daemon(tmp_path, pg_url, schema, db):
     migrate.upgrade(pg_url, schema)
-    ui, events_port = _free_port(), _free_port()
+    ui, events_port = free_port(), free_port()
     env = {**os.environ, "GATEWAY_DB_URL": pg_url, "GATEWAY_DB_SCHEMA": schema, "GARDEN_HOME": str(tmp_path),
            "GARDEN_FULL_SYNC_CRON": "0 0 1 1 *", "GARDEN_INCREMENTAL_SYNC_CRON": "0 0 1 1 *",
            "GARDEN_SIMULATOR_SCALE": "60"}
@@ -51,8 +34,8 @@ def test_event_posted_to_dev_stack_is_applied_by_the_daemon(tmp_path, pg_url, sc
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
-        _wait(f"http://127.0.0.1:{events_port}/api/v1/model-garden/health", deadline)
-        _wait(f"http://127.0.0.1:{ui}/server_info", deadline)
+        wait_until_ok(f"http://127.0.0.1:{events_port}/api/v1/model-garden/health", 180)
+        wait_until_ok(f"http://127.0.0.1:{ui}/server_info", deadline - time.monotonic())
         body = event("CREATED", "project", "dev-1", "2025-07-15T14:00:00Z",
                      project("dev-1", "From the daemon", "2025-07-15T14:00:00Z"))
         assert httpx.post(f"http://127.0.0.1:{events_port}/api/v1/model-garden/events", json=body).status_code == 200

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,31 +14,16 @@ import httpx
 import pytest
 
 from garden_pipeline.gatewaydb import migrate
+from garden_pipeline.serving import free_port, wait_until_ok
 from garden_pipeline_tests.events_harness import event, project
 
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/api/v1/model-garden/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError("receiver did not come up")
-
-
 @pytest.mark.slow
 def test_sigkill_mid_load_loses_no_acknowledged_event(pg_url, schema, db, tmp_path):
     migrate.upgrade(pg_url, schema)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GATEWAY_DB_URL": pg_url, "GATEWAY_DB_SCHEMA": schema, "GARDEN_HOME": str(tmp_path)}
     env.pop("GARDEN_EVENTS_SECRET", None)
     proc = subprocess.Popen([str(BIN / "garden-pipeline"), "serve-events", "--port", str(port), "--log-level",
@@ -66,7 +50,7 @@ def test_sigkill_mid_load_loses_no_acknowledged_event(pg_url, schema, db, tmp_pa
                         acked.append(eid)
 
     try:
-        _wait_healthy(url, time.monotonic() + 30)
+        wait_until_ok(url + "/api/v1/model-garden/health", 30)
         workers = [threading.Thread(target=load, args=(w,)) for w in range(4)]
         for w in workers:
             w.start()

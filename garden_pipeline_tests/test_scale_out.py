@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from garden_pipeline.gatewaydb import migrate
+from garden_pipeline.serving import free_port, wait_until_ok
 from garden_pipeline_tests.events_harness import apply, event, inbox_rows, post, project, start_receiver
 
 BIN = Path(sys.executable).parent
@@ -22,24 +21,18 @@ class ReceiverProcess:
     """`garden-pipeline serve-events` as its own OS process, as a replica behind a load balancer runs."""
 
     def __init__(self, pg_url: str, schema: str, tmp: Path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         env = {**os.environ, "GATEWAY_DB_URL": pg_url, "GATEWAY_DB_SCHEMA": schema, "GARDEN_HOME": str(tmp)}
         env.pop("GARDEN_EVENTS_SECRET", None)
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen([str(BIN / "garden-pipeline"), "serve-events", "--port", str(port),
                                       "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/api/v1/model-garden/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.stop()
-        raise AssertionError("receiver process did not start")
+        try:
+            wait_until_ok(self.url + "/api/v1/model-garden/health", 30)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
