@@ -60,6 +60,7 @@ def drop_schema(url: str, schema: str) -> None:
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}_sync" CASCADE')
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}_staging" CASCADE')  # dlt's
 
 
 def pct(values: list[float], p: float) -> float:

@@ -110,8 +110,14 @@ def dlt_merge(args) -> dict:
 
         return rows
 
+    from urllib.parse import urlsplit
+
+    u = urlsplit(libpq_url(args.pg))
+    # dlt requires a password field; with trust auth any value is ignored by the server.
+    credentials = {"database": u.path.lstrip("/"), "username": u.username or "postgres",
+                   "password": u.password or "unused", "host": u.hostname or "127.0.0.1", "port": u.port or 5432}
     pipeline = dlt.pipeline(pipeline_name=f"bench_{args.schema}", destination=dlt.destinations.postgres(
-        libpq_url(args.pg)), dataset_name=args.schema, pipelines_dir=str(Path(args.extract).parent / "dlt"))
+        credentials=credentials), dataset_name=args.schema, pipelines_dir=str(Path(args.extract).parent / "dlt"))
     started = time.perf_counter()
     info = pipeline.run([entity_resource(e)() for e in CATALOGUE])
     seconds = time.perf_counter() - started

@@ -79,7 +79,7 @@ class Simulator:
         """5 % of rows updated, about 1 % deleted (limits dropped from the extract)."""
         httpx.post(self.url + "/_sim/mutate", json={"n": int(rows * 0.05), "seed": seed, "kinds": ["UPDATED"]},
                    timeout=600).raise_for_status()
-        counts = httpx.get(self.url + "/_sim/stats").json()["rows"]
+        counts = httpx.get(self.url + "/_sim/stats").json()["counts"]
         fraction = min(0.5, rows * 0.01 / max(1, counts.get("llm_model_limit", 1)))
         httpx.post(self.url + "/_sim/faults", json={"drop_fraction": {"entity": "llm_model_limit",
                                                                       "fraction": fraction}, "times": 1})

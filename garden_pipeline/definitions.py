@@ -11,6 +11,7 @@ from dagster import Definitions, in_process_executor
 
 from garden_pipeline.defs.checks.definitions import build_defs as checks_defs
 from garden_pipeline.defs.events.definitions import build_defs as events_defs
+from garden_pipeline.defs.housekeeping.definitions import build_defs as housekeeping_defs
 from garden_pipeline.defs.notify.definitions import build_defs as notify_defs
 from garden_pipeline.defs.sync.definitions import build_defs as sync_defs
 from garden_pipeline.resources.select import build_resources
@@ -23,5 +24,6 @@ defs = Definitions.merge(
     notify_defs(),
     events_defs(),
     checks_defs(),
+    housekeeping_defs(),
     Definitions(resources=build_resources(settings), executor=in_process_executor),
 )

@@ -63,3 +63,20 @@ def test_embedded_instance_file_runs_a_job_on_sqlite(tmp_path, pg_url, schema, r
         assert result.success
         assert instance.get_run_by_id(result.run_id).is_success
     assert list(home.glob("**/*.db")), "runs are kept in SQLite files under DAGSTER_HOME"
+
+
+def test_run_retention_deletes_finished_runs_older_than_the_cutoff():
+    from garden_pipeline.defs.housekeeping.runs import purge_old_runs_job
+
+    with DagsterInstance.ephemeral() as instance:
+        old = [purge_old_runs_job.execute_in_process(
+            instance=instance, run_config={"ops": {"purge_old_runs": {"config": {"older_than_days": 365}}}})
+            for _ in range(2)]
+        assert len(instance.get_runs()) == 2 and all(r.success for r in old)
+        keep = purge_old_runs_job.execute_in_process(
+            instance=instance, run_config={"ops": {"purge_old_runs": {"config": {"older_than_days": 365}}}})
+        assert keep.output_for_node("purge_old_runs") == 0  # nothing is a year old
+        purge = purge_old_runs_job.execute_in_process(
+            instance=instance, run_config={"ops": {"purge_old_runs": {"config": {"older_than_days": 0}}}})
+        assert purge.output_for_node("purge_old_runs") == 3
+        assert [r.run_id for r in instance.get_runs()] == [purge.run_id]

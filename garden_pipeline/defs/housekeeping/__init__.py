@@ -1,0 +1,1 @@
+"""Housekeeping: retention of Dagster's own run history."""
