@@ -327,13 +327,17 @@ def delete_preview(conn: psycopg.Connection, schema: str, entity: str, stage_tab
                    generated_at: datetime) -> tuple[int, int]:
     """(live rows a full apply of this staged extract would tombstone, live rows) - the guard's inputs."""
     e = by_name(entity)
-    return conn.execute(
-        sql.SQL("SELECT count(*) FILTER (WHERE t.{ver} < %(v)s AND NOT EXISTS (SELECT 1 FROM {stage} s "
-                "WHERE s.id = t.id)), count(*) FROM {t} t WHERE t.{d} IS NULL").format(
-            ver=ident(VERSION_COLUMN), stage=ident(sync_schema(schema), stage_table), t=entity_table(schema, e),
-            d=ident(DELETED_COLUMN)),
+    target, d = entity_table(schema, e), ident(DELETED_COLUMN)
+    # Two statements, not one with count(*) FILTER (... NOT EXISTS ...): inside FILTER the subquery runs
+    # once per row against the unindexed staging table; in WHERE it becomes one hash anti-join.
+    absent = conn.execute(
+        sql.SQL("SELECT count(*) FROM {t} t WHERE t.{d} IS NULL AND t.{ver} < %(v)s "
+                "AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.id = t.id)").format(
+            t=target, d=d, ver=ident(VERSION_COLUMN), stage=ident(sync_schema(schema), stage_table)),
         {"v": generated_at},
-    ).fetchone()
+    ).fetchone()[0]
+    live = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {d} IS NULL").format(t=target, d=d)).fetchone()[0]
+    return absent, live
 
 
 def _delete_guard(entity: Entity, live: int, to_delete: int, extract_rows: int, policy: DeletePolicy) -> None:
