@@ -20,7 +20,7 @@ This is where "upsert into GatewayDB" lives. Rules, for every path that writes:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
@@ -60,16 +60,6 @@ class EntityCounts:
     seconds: float = 0.0
     dry_run: bool = False
     samples: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def written(self) -> int:
-        return self.inserted + self.updated + self.deleted
-
-    def as_event_counts(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in ("inserted", "updated", "deleted", "unchanged")}
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

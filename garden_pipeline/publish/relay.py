@@ -32,10 +32,6 @@ class RelayResult:
     already_on_stream: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def pending_left(self) -> int:
-        return len(self.failed)
-
 
 def publish_once(client: redis.Redis, stream: str, event: outbox.PendingEvent, ttl: int) -> bool:
     """XADD the event unless this event_id was already published; True if it was added now."""
