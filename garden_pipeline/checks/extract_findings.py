@@ -43,7 +43,8 @@ def rejected_rows(le: LandedEntity, max_fraction: float, floor: int) -> Finding:
 
 
 def volume_drift(rows: int, previous: int | None, max_change: float, would_delete: int | None,
-                 live: int | None, guard_fraction: float) -> Finding:
+                 live: int | None, guard_trips: bool | None) -> Finding:
+    """``guard_trips``: the delete guard's own verdict on this extract (None outside full mode)."""
     meta = {"rows": rows, "previous_rows": previous, "max_change": max_change, "would_delete": would_delete,
             "live_rows": live}
     problems = []
@@ -52,10 +53,9 @@ def volume_drift(rows: int, previous: int | None, max_change: float, would_delet
         meta["change"] = round(change, 4)
         if change > max_change:
             problems.append(f"row count moved {change:.1%} ({previous} → {rows})")
-    if would_delete is not None and live:
-        verdict = "would trip" if would_delete > guard_fraction * live or (rows == 0 and live) else "passes"
-        meta["delete_guard"] = verdict
-        if verdict == "would trip":
+    if guard_trips is not None:
+        meta["delete_guard"] = "would trip" if guard_trips else "passes"
+        if guard_trips:
             problems.append(f"delete guard would trip: {would_delete} of {live} live rows absent")
     if problems:
         return Finding(False, "WARN", "; ".join(problems), meta)

@@ -56,7 +56,6 @@ class EntityCounts:
     unchanged: int = 0
     rejected: int = 0
     stale: int = 0
-    live_before: int = 0
     seconds: float = 0.0
     dry_run: bool = False
     samples: dict[str, list[str]] = field(default_factory=dict)
@@ -158,7 +157,7 @@ def write_rows(
     newer = sql.SQL("o.{ver} < s._version").format(ver=ident(VERSION_COLUMN))
     if not bump_version:
         # A snapshot re-applied at the same version still repairs a row that differs from it.
-        newer = sql.SQL("(o.{ver} < s._version OR o.{ver} = s._version) AND (o.{d} IS NOT NULL OR {old} IS DISTINCT "
+        newer = sql.SQL("o.{ver} <= s._version AND (o.{d} IS NOT NULL OR {old} IS DISTINCT "
                         "FROM {new})").format(ver=ident(VERSION_COLUMN), d=ident(DELETED_COLUMN),
                                               old=_compare_expr(entity, "o"), new=_compare_expr(entity, "s"))
     upsert_when = sql.SQL(
@@ -248,17 +247,10 @@ def apply_landed(
                 f"the landed extract for {entity.name} (batch {ref.batch_id}) is no longer staged; "
                 f"materialise extract/{entity.plural} together with gatewaydb/{entity.plural}"
             )
-        counts.live_before = conn.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL").format(target, ident(DELETED_COLUMN))
-        ).fetchone()[0]
-        absent = sql.SQL(
-            "t.{d} IS NULL AND t.{ver} < %(v)s AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.id = t.id)"
-        ).format(d=ident(DELETED_COLUMN), ver=ident(VERSION_COLUMN), stage=stage)
+        absent = _absent(schema, entity, ref.stage_table)
         if full:
-            to_delete = conn.execute(
-                sql.SQL("SELECT count(*) FROM {t} t WHERE {absent}").format(t=target, absent=absent), params
-            ).fetchone()[0]
-            _delete_guard(entity, counts.live_before, to_delete, ref.rows + ref.rejected, policy)
+            to_delete, live = delete_preview(conn, schema, entity.name, ref.stage_table, ref.generated_at)
+            check_delete_guard(entity, live, to_delete, ref.rows + ref.rejected, policy)
 
         # The extract's rows, all stamped with its generated_at: the state as of that snapshot.
         src = sql.SQL("(SELECT s.*, %(v)s::timestamptz AS _version, 'upsert'::text AS _op FROM {stage} s "
@@ -313,41 +305,55 @@ def apply_landed(
     return counts
 
 
+def _absent(schema: str, entity: Entity, stage_table: str) -> sql.Composable:
+    """Live rows of ``t`` older than the extract (%(v)s) and missing from its staging table."""
+    return sql.SQL(
+        "t.{d} IS NULL AND t.{ver} < %(v)s AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.id = t.id)"
+    ).format(d=ident(DELETED_COLUMN), ver=ident(VERSION_COLUMN), stage=ident(sync_schema(schema), stage_table))
+
+
 def delete_preview(conn: psycopg.Connection, schema: str, entity: str, stage_table: str,
                    generated_at: datetime) -> tuple[int, int]:
     """(live rows a full apply of this staged extract would tombstone, live rows) - the guard's inputs."""
     e = by_name(entity)
-    target, d = entity_table(schema, e), ident(DELETED_COLUMN)
+    target = entity_table(schema, e)
     # Two statements, not one with count(*) FILTER (... NOT EXISTS ...): inside FILTER the subquery runs
     # once per row against the unindexed staging table; in WHERE it becomes one hash anti-join.
     absent = conn.execute(
-        sql.SQL("SELECT count(*) FROM {t} t WHERE t.{d} IS NULL AND t.{ver} < %(v)s "
-                "AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.id = t.id)").format(
-            t=target, d=d, ver=ident(VERSION_COLUMN), stage=ident(sync_schema(schema), stage_table)),
+        sql.SQL("SELECT count(*) FROM {t} t WHERE {absent}").format(t=target, absent=_absent(schema, e, stage_table)),
         {"v": generated_at},
     ).fetchone()[0]
-    live = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {d} IS NULL").format(t=target, d=d)).fetchone()[0]
+    live = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {d} IS NULL").format(
+        t=target, d=ident(DELETED_COLUMN))).fetchone()[0]
     return absent, live
 
 
-def _delete_guard(entity: Entity, live: int, to_delete: int, extract_rows: int, policy: DeletePolicy) -> None:
+def delete_guard_error(entity: Entity, live: int, to_delete: int, extract_rows: int,
+                       policy: DeletePolicy) -> DeleteGuardError | None:
+    """The delete guard's verdict: the error a full apply would stop with, or None if it may go ahead."""
     if policy.allow_large_delete or to_delete == 0:
-        return
+        return None
     if extract_rows == 0 and live > 0:
-        raise DeleteGuardError(
+        return DeleteGuardError(
             f"delete guard: the full extract has no {entity.plural} while GatewayDB has {live} live; "
             f"refusing to delete them all (nothing was written). If Model Garden really is empty, "
             f"re-run with allow_large_delete: true.",
             live, to_delete, extract_rows,
         )
-    limit = policy.max_fraction * live
-    if to_delete > max(limit, policy.min_rows):
-        raise DeleteGuardError(
+    if to_delete > max(policy.max_fraction * live, policy.min_rows):
+        return DeleteGuardError(
             f"delete guard: the full extract would delete {to_delete} of {live} live {entity.plural} "
             f"({to_delete / live:.1%}), more than the allowed {policy.max_fraction:.0%}; nothing was written. "
             f"If this is intended, re-run with allow_large_delete: true.",
             live, to_delete, extract_rows,
         )
+    return None
+
+
+def check_delete_guard(entity: Entity, live: int, to_delete: int, extract_rows: int, policy: DeletePolicy) -> None:
+    error = delete_guard_error(entity, live, to_delete, extract_rows, policy)
+    if error is not None:
+        raise error
 
 
 def _record_success(conn, schema: str, entity: str, ref: LandedRef, run_id: str, c: EntityCounts) -> None:

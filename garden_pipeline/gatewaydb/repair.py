@@ -16,7 +16,7 @@ from psycopg import sql
 
 from garden_pipeline.catalogue import by_name
 from garden_pipeline.checks.gateway_findings import Reference, drifting_ids
-from garden_pipeline.gatewaydb.apply import DeletePolicy, _delete_guard, lock_entity, write_rows
+from garden_pipeline.gatewaydb.apply import DeletePolicy, check_delete_guard, lock_entity, write_rows
 from garden_pipeline.gatewaydb.sql import entity_table, ident, sync_table
 from garden_pipeline.gatewaydb.staging import REJECTED, LandedRef
 from garden_pipeline.gatewaydb.tables import DELETED_COLUMN, SYNCED_COLUMN, VERSION_COLUMN, sync_schema
@@ -57,7 +57,7 @@ def repair_entity(conn: psycopg.Connection, schema: str, ref: LandedRef, run_id:
             unexpected = [i for i, how in rows if how == "unexpected"]
             live = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL").format(
                 entity_table(schema, entity), ident(DELETED_COLUMN))).fetchone()[0]
-            _delete_guard(entity, live, len(unexpected), ref.rows + ref.rejected, policy)
+            check_delete_guard(entity, live, len(unexpected), ref.rows + ref.rejected, policy)
             if unexpected:
                 result.deleted = conn.execute(
                     sql.SQL("UPDATE {t} SET {d} = %(v)s, {ver} = %(v)s, {synced} = now() WHERE id = ANY(%(ids)s) "

@@ -18,7 +18,7 @@ from dagster import (
     multi_asset,
 )
 
-from garden_pipeline.catalogue import CATALOGUE, ENTITIES
+from garden_pipeline.catalogue import CATALOGUE, ENTITIES, by_name
 from garden_pipeline.checks.extract_findings import rejected_rows, schema_drift, volume_drift
 from garden_pipeline.checks.thresholds import Thresholds
 from garden_pipeline.defs.checks.results import to_result
@@ -26,7 +26,7 @@ from garden_pipeline.defs.sync.config import _DEFAULT_FRACTION, ExtractConfig
 from garden_pipeline.defs.sync.keys import EXTRACT_GROUP, EXTRACT_KEYS
 from garden_pipeline.extract.stream import ExtractError
 from garden_pipeline.extract.validate import parse_timestamp
-from garden_pipeline.gatewaydb.apply import delete_preview, read_watermarks
+from garden_pipeline.gatewaydb.apply import DeletePolicy, delete_guard_error, delete_preview, read_watermarks
 from garden_pipeline.gatewaydb.staging import drop_stale_stages, land_extract
 from garden_pipeline.resources import GatewayDBResource, ModelGardenResource
 
@@ -140,7 +140,7 @@ def _check_results(context, gateway_db, name, le, landed, config, thresholds):
         yield to_result(rejected_rows(le, thresholds.max_rejected_fraction, thresholds.rejected_rows_floor),
                         asset_key=key, check_name="rejected_rows")
     if wanted("volume_drift"):
-        previous = would_delete = live = None
+        previous = would_delete = live = trips = None
         if config.mode == "full":
             event = context.instance.get_latest_materialization_event(key)
             md = event.asset_materialization.metadata if event and event.asset_materialization else {}
@@ -149,5 +149,7 @@ def _check_results(context, gateway_db, name, le, landed, config, thresholds):
             with gateway_db.connect() as conn:
                 would_delete, live = delete_preview(conn, gateway_db.db_schema, name, le.stage_table,
                                                     landed.generated_at)
-        yield to_result(volume_drift(le.rows, previous, thresholds.volume_change, would_delete, live,
-                                     _DEFAULT_FRACTION), asset_key=key, check_name="volume_drift")
+            trips = delete_guard_error(by_name(name), live, would_delete, le.rows + le.rejected,
+                                       DeletePolicy(max_fraction=_DEFAULT_FRACTION)) is not None
+        yield to_result(volume_drift(le.rows, previous, thresholds.volume_change, would_delete, live, trips),
+                        asset_key=key, check_name="volume_drift")
