@@ -61,18 +61,27 @@ def _run_config(args) -> dict:
     if args.allow_large_delete:
         for e in CATALOGUE:
             ops[f"gatewaydb__{e.plural}"] = {"config": {"allow_large_delete": True}}
-    # The console shows warnings and failures only; everything is in the run's event log.
-    return {"ops": ops, "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    return {"ops": ops}
 
 
-def run_sync(args) -> int:
-    """Run a sync job in this process against the configured (or embedded) stack."""
-    from dagster import AssetKey, DagsterInstance
+def execute_job(name: str, run_config: dict | None = None, **kwargs):
+    """Run one of the code location's jobs in this process, recorded in DAGSTER_HOME like any run."""
+    from dagster import DagsterInstance
 
     from garden_pipeline.definitions import defs
 
     _dagster_home()
-    job = defs.resolve_job_def("full_sync_job" if args.mode == "full" else "incremental_sync_job")
+    # The console shows warnings and failures only; everything is in the run's event log.
+    config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    with DagsterInstance.get() as instance:
+        return defs.resolve_job_def(name).execute_in_process(
+            run_config=config, instance=instance, raise_on_error=False, **kwargs)
+
+
+def run_sync(args) -> int:
+    """Run a sync job in this process against the configured (or embedded) stack."""
+    from dagster import AssetKey
+
     selection = None
     if args.only:
         from garden_pipeline.catalogue import by_name
@@ -81,11 +90,9 @@ def run_sync(args) -> int:
         entities = [by_name(n.strip()) for n in args.only.split(",")]
         selection = [AssetKey(["extract", e.plural]) for e in entities]
         selection += [AssetKey(["gatewaydb", e.plural]) for e in entities] + [COMPLETION_KEY]
-    with DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            run_config=_run_config(args), instance=instance, asset_selection=selection, raise_on_error=False
-        )
-        _print_summary(result)
+    result = execute_job("full_sync_job" if args.mode == "full" else "incremental_sync_job", _run_config(args),
+                         asset_selection=selection)
+    _print_summary(result)
     return 0 if result.success else 1
 
 
@@ -297,15 +304,7 @@ def cmd_events_replay(args) -> int:
 
 
 def cmd_events_apply(args) -> int:
-    from dagster import DagsterInstance
-
-    from garden_pipeline.definitions import defs
-
-    _dagster_home()
-    with DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("apply_events_job").execute_in_process(
-            instance=instance, raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    result = execute_job("apply_events_job")
     for ev in result.all_events:
         if ev.event_type_value == "STEP_OUTPUT":
             md = {k: getattr(v, "value", v) for k, v in ev.event_specific_data.metadata.items()}
@@ -368,17 +367,8 @@ def _ts(value) -> str:
 
 
 def cmd_repair(args) -> int:
-    from dagster import DagsterInstance
-
-    from garden_pipeline.definitions import defs
-
-    _dagster_home()
     config = {"entities": args.entity or [], "ids": args.id or [], "allow_large_delete": args.allow_large_delete}
-    with DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("repair_drift_job").execute_in_process(
-            instance=instance, raise_on_error=False,
-            run_config={"ops": {"repair_drift": {"config": config}},
-                        "loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    result = execute_job("repair_drift_job", {"ops": {"repair_drift": {"config": config}}})
     for ev in result.all_events:
         if ev.event_type_value == "STEP_OUTPUT":
             repaired = ev.event_specific_data.metadata["repaired"].value

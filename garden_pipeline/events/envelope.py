@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from garden_pipeline.catalogue import ENTITIES, by_name
-from garden_pipeline.extract.validate import RowError, RowValidator, parse_timestamp
+from garden_pipeline.catalogue import ENTITIES, Field, FieldType, by_name
+from garden_pipeline.extract.validate import RowError, RowValidator, clean_text, parse_timestamp
 
 EVENT_TYPES = ("CREATED", "UPDATED", "DELETED")
 _ENVELOPE = {"event_id", "event_type", "entity_type", "entity_id", "timestamp", "version", "payload"}
@@ -57,18 +57,11 @@ class ValidEvent:
 
 
 def _string(event: dict, key: str, max_length: int | None = None) -> str:
-    value = event.get(key)
-    if not isinstance(value, str) or not value:
-        raise EventError(f"'{key}' must be a non-empty string")
-    if "\x00" in value:
-        raise EventError(f"'{key}' contains a NUL character")
-    if max_length is not None and len(value) > max_length:
-        raise EventError(f"'{key}' is {len(value)} characters long; at most {max_length} allowed")
+    """A non-empty envelope string, held to the same text rules as entity fields."""
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise EventError(f"'{key}' contains invalid Unicode") from None
-    return value
+        return clean_text(Field(key, FieldType.TEXT, min_length=1, max_length=max_length), event.get(key))
+    except RowError as exc:
+        raise EventError(str(exc)) from None
 
 
 def _storable(value: Any, where: str) -> None:

@@ -66,7 +66,7 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def _clean_text(f: Field, value: Any) -> str:
+def clean_text(f: Field, value: Any) -> str:
     if not isinstance(value, str):
         raise RowError(f.name, f"field '{f.name}' must be a string, got {_describe(value)}", "type")
     if "\x00" in value:
@@ -93,7 +93,7 @@ def _check_range(f: Field, value) -> None:
 def _converter(f: Field) -> Callable[[Any], Any]:
     t = f.type
     if t in (FieldType.ID, FieldType.TEXT):
-        return lambda v: _clean_text(f, v)
+        return lambda v: clean_text(f, v)
     if t is FieldType.ENUM:
         choices = frozenset(f.choices)
 
@@ -163,7 +163,7 @@ def _converter(f: Field) -> Callable[[Any], Any]:
     if t is FieldType.URI:
 
         def uri(v):
-            v = _clean_text(f, v)
+            v = clean_text(f, v)
             if not _URI_RE.match(v):
                 raise RowError(f.name, f"field '{f.name}' must be an absolute URI, got {v[:60]!r}")
             return v
@@ -175,7 +175,7 @@ def _converter(f: Field) -> Callable[[Any], Any]:
             if not isinstance(v, list):
                 raise RowError(f.name, f"field '{f.name}' must be an array of strings, got {_describe(v)}", "type")
             for item in v:
-                _clean_text(Field(f.name, FieldType.TEXT, min_length=None), item)
+                clean_text(Field(f.name, FieldType.TEXT, min_length=None), item)
             return v
 
         return text_array
