@@ -388,7 +388,7 @@ def cmd_simulate(args) -> int:
     secret = (env("GARDEN_EVENTS_SECRET") or "").split(",")[0].strip() or None
     run_simulator(host=args.host, port=args.port, scale=args.scale, seed=args.seed, token=args.token,
                   push_url=args.push_url, push_secret=secret if args.push_url else None,
-                  push_interval=args.push_interval if args.push_url else None)
+                  push_interval=args.push_interval if args.push_url else None, cache_extract=args.cache_extract)
     return 0
 
 
@@ -462,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--token", default=os.environ.get("MODEL_GARDEN_TOKEN"))
     sim.add_argument("--push-url", help="also push random changes as signed events to this receiver URL")
     sim.add_argument("--push-interval", type=float, default=10.0, help="seconds between pushes")
+    sim.add_argument("--cache-extract", action="store_true",
+                     help="serve the full extract from a rendering kept while nothing changes (benchmarks)")
     sim.set_defaults(func=cmd_simulate)
     return p
 

@@ -81,6 +81,24 @@ def test_duplicate_ids_keep_one_row_and_reject_the_others(stack, sim, db, schema
     assert _count(db, f"SELECT count(*) FROM \"{schema}_sync\".rejected_records WHERE reason LIKE '%%duplicate id%%'") == 2
 
 
+@pytest.mark.parametrize("bits, max_suspects", [(8, 100_000), (8, 3)])
+def test_duplicates_found_when_the_seen_bits_alarm_on_every_id(stack, sim, db, schema, monkeypatch, bits,
+                                                                 max_suspects):
+    """The loader's bit set only narrows the search: with 8 bits every id is a suspect, and with a low
+    suspect limit PostgreSQL checks all ids; either way exactly the real duplicates are dropped."""
+    from garden_pipeline.gatewaydb import staging
+
+    monkeypatch.setattr(staging, "_SEEN_BITS", bits)
+    monkeypatch.setattr(staging, "_MAX_SUSPECTS", max_suspects)
+    sim.faults.add("duplicate_ids", entity="subscription", count=2)
+    result = stack.sync()
+    assert result.success, failure_messages(result)
+    assert metadata(result, "extract/subscriptions")["duplicates"] == 2
+    assert metadata(result, "extract/projects")["duplicates"] == 0
+    assert len(live_rows(db, schema, "subscription")) == sim.state.count("subscription")
+    assert len(live_rows(db, schema, "project")) == sim.state.count("project")
+
+
 @pytest.mark.parametrize("fault", [{"truncate": 20000}, {"invalid_json": True}])
 def test_broken_body_writes_nothing(stack, sim, db, schema, fault):
     assert stack.sync().success

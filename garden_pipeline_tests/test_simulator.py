@@ -288,6 +288,26 @@ def test_full_extract_is_contract_valid_and_in_catalogue_order(sim, schema):
     assert sum(len(doc[e.extract_key]) for e in CATALOGUE) == sum(sim.state.counts().values())
 
 
+def test_cached_extract_matches_the_state_and_follows_changes():
+    """--cache-extract (benchmarks) serves a rendering, but never a stale one, and a fresh generated_at."""
+    sim = SimulatorServer(scale=300, seed=5, cache_extract=True).start()
+    try:
+        def shows_state(doc: dict) -> bool:
+            return all(doc[e.extract_key] == json.loads(json.dumps(list(sim.state.rows(e.name)))) for e in CATALOGUE)
+
+        first, second = get_extract(sim.url), get_extract(sim.url)
+        assert shows_state(first) and shows_state(second)
+        assert parse_timestamp(second["generated_at"]) > parse_timestamp(first["generated_at"])
+        sim.state.mutate(15, rng_seed=9)
+        changed = get_extract(sim.url)
+        assert not shows_state(first) and shows_state(changed)
+        sim.faults.add({"drop_fraction": {"entity": "subscription", "fraction": 0.5}})
+        assert len(get_extract(sim.url)["use_case_llm_models"]) < len(changed["use_case_llm_models"])
+        assert shows_state(get_extract(sim.url))  # the fault was for one request only
+    finally:
+        sim.stop()
+
+
 def test_extract_streams_in_chunks(sim):
     with httpx.stream("GET", sim.url + SYNC_PATH) as response:
         assert response.headers["content-type"] == "application/json"

@@ -8,6 +8,9 @@ early or is not valid JSON raises ExtractError.
 
 from __future__ import annotations
 
+import functools
+import itertools
+import operator
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -101,7 +104,7 @@ def _walk(events: Iterator, header: DocumentHeader, on_array) -> None:
                 continue
             if ev != "start_array":
                 raise ExtractError(f"'{key}' in the /sync/all body must be an array, got {ev}")
-            rows = ijson.items(_array_events(events, key), f"{key}.item")
+            rows = _array_items(events, key)
             on_array(entity, rows)
             for _ in rows:  # drain whatever the callback did not consume
                 pass
@@ -110,13 +113,30 @@ def _walk(events: Iterator, header: DocumentHeader, on_array) -> None:
     raise ijson.IncompleteJSONError("document ended inside the top-level object")
 
 
-def _array_events(events: Iterator, key: str) -> Iterator:
-    yield key, "start_array", None
-    for prefix, event, value in events:
-        yield prefix, event, value
-        if event == "end_array" and prefix == key:
+_BACKEND = ijson.get_backend(ijson.backend)  # the C one (yajl2_c) when installed, as it is from wheels
+_BATCH = 4096  # parse events fed to the item builder per C-level loop
+
+
+def _array_items(events: Iterator, key: str) -> Iterator[Any]:
+    """The items of the array ``key`` whose start event was just read, one by one.
+
+    The parse events are fed to ijson's C item builder in batches by C-level iterator pieces
+    (``map``, ``islice``, ``takewhile``), so no Python code runs per event: the document has
+    ~15 events per row, and a Python loop over them cost more than the rest of the parse.
+    takewhile stops at the array's end event (and consumes it); a body that ends before that
+    makes the parser itself raise, so a cut-off array is never taken for a whole one.
+    """
+    built = ijson.utils.sendable_list()
+    builder = _BACKEND.items_basecoro(built, f"{key}.item")
+    send = builder.send
+    send((key, "start_array", None))
+    in_array = itertools.takewhile(functools.partial(operator.ne, (key, "end_array", None)), events)
+    while True:
+        fed = len(list(map(send, itertools.islice(in_array, _BATCH))))
+        yield from built
+        built.clear()
+        if fed < _BATCH:
             return
-    raise ijson.IncompleteJSONError(f"document ended inside the '{key}' array")
 
 
 def _skip_value(events: Iterator) -> None:

@@ -85,7 +85,7 @@ def lock_entity(conn: psycopg.Connection, schema: str, entity: str) -> None:
 
 @dataclass
 class WriteResult:
-    """What write_rows did; ids per action are in temp table _garden_written(id, action)."""
+    """What write_rows did: counts, and the first ids (in id order) of each action."""
 
     inserted: int = 0
     updated: int = 0
@@ -129,6 +129,23 @@ def _orphans(conn, schema: str, entity: Entity, src: sql.Composable, params: dic
     ).rowcount
 
 
+def _tally(conn, statement: sql.Composable, params: dict, keep_ids: bool, result: WriteResult) -> None:
+    """Run a statement returning (id, action); add its counts and first ids per action to ``result``.
+
+    The counting happens in the statement itself: at a million rows, copying every written id into
+    a temp table and sorting it afterwards cost more than half a second per entity.
+    """
+    keep = sql.SQL(", k AS (INSERT INTO _garden_written SELECT id, action FROM w)") if keep_ids else sql.SQL("")
+    rows = conn.execute(sql.SQL(
+        "WITH w AS ({statement}){keep}, c AS (SELECT action, count(*) AS n FROM w GROUP BY action) "
+        "SELECT action, n, ARRAY(SELECT id FROM w WHERE w.action = c.action ORDER BY id LIMIT {sample}) FROM c"
+    ).format(statement=statement, keep=keep, sample=sql.Literal(SAMPLE)), params).fetchall()
+    for action, n, sample in rows:
+        if action in ("inserted", "updated", "deleted"):
+            setattr(result, action, getattr(result, action) + n)
+            result.samples[action] = sorted([*result.samples.get(action, []), *sample])[:SAMPLE]
+
+
 def write_rows(
     conn: psycopg.Connection,
     schema: str,
@@ -138,6 +155,7 @@ def write_rows(
     *,
     bump_version: bool,
     dry_run: bool = False,
+    keep_ids: bool = False,
 ) -> WriteResult:
     """The one apply function both paths share: bring ``entity``'s table up to the rows of ``src``.
 
@@ -145,7 +163,9 @@ def write_rows(
     and ``_op`` ('upsert' or 'delete'), at most one row per id. A row is written only when it is newer
     than what the table holds (or, with ``bump_version`` false, equally new but different); a delete
     tombstones the row, or records a tombstone for an id never seen; a row whose parent is not live is
-    left out and listed in ``_garden_orphans``. Must run inside a transaction holding the entity lock.
+    left out and listed in ``_garden_orphans``. With ``keep_ids`` the written ids and their actions are
+    also left in temp table ``_garden_written(id, action)``. Must run inside a transaction holding the
+    entity lock.
     """
     result = WriteResult()
     target = entity_table(schema, entity)
@@ -153,7 +173,8 @@ def write_rows(
     names = entity.field_names
     p = {**params, "entity": entity.name}
     result.orphans = _orphans(conn, schema, entity, src, p)
-    _temp(conn, "_garden_written", "(id text, action text)")
+    if keep_ids:
+        _temp(conn, "_garden_written", "(id text, action text)")
     newer = sql.SQL("o.{ver} < s._version").format(ver=ident(VERSION_COLUMN))
     if not bump_version:
         # A snapshot re-applied at the same version still repairs a row that differs from it.
@@ -171,55 +192,41 @@ def write_rows(
                ver=ident(VERSION_COLUMN), synced=ident(SYNCED_COLUMN), d=ident(DELETED_COLUMN),
                upsert_when=upsert_when, delete_when=delete_when,
                sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=ident(n)) for n in names if n != "id"))
+    # Each statement returns (id, action); _tally counts them (and, for the event path, keeps the ids).
     if dry_run:
-        conn.execute(sql.SQL(
+        _tally(conn, sql.SQL(
             """
-            INSERT INTO _garden_written
-            SELECT s.id, CASE WHEN s._op = 'delete' THEN 'deleted' WHEN o.id IS NULL THEN 'inserted' ELSE 'updated' END
+            SELECT s.id, CASE WHEN s._op = 'delete' THEN 'deleted' WHEN o.id IS NULL THEN 'inserted' ELSE 'updated'
+                   END AS action
             FROM {src} s LEFT JOIN {t} o ON o.id = s.id
             WHERE ({upsert_when}) OR ({delete_when} AND o.{d} IS NULL)
-            """).format(**fmt), p)
-    else:
-        conn.execute(sql.SQL(
-            """
-            WITH w AS (
-                INSERT INTO {t} AS t ({cols}, {ver}, {synced}, {d})
-                SELECT {scols}, s._version, now(), NULL
-                FROM {src} s LEFT JOIN {t} o ON o.id = s.id
-                WHERE {upsert_when}
-                ON CONFLICT (id) DO UPDATE SET {sets}, {ver} = EXCLUDED.{ver}, {synced} = EXCLUDED.{synced}, {d} = NULL
-                RETURNING t.id, (t.xmax = 0) AS ins
-            )
-            INSERT INTO _garden_written SELECT id, CASE WHEN ins THEN 'inserted' ELSE 'updated' END FROM w
-            """).format(**fmt), p)
-        conn.execute(sql.SQL(
-            """
-            WITH w AS (
-                UPDATE {t} t SET {d} = COALESCE(t.{d}, s._version), {ver} = s._version, {synced} = now()
-                FROM {src} s JOIN {t} o ON o.id = s.id
-                WHERE t.id = s.id AND {delete_when}
-                RETURNING t.id, o.{d} IS NULL AS was_live
-            )
-            INSERT INTO _garden_written SELECT id, CASE WHEN was_live THEN 'deleted' ELSE 'tombstone' END FROM w
-            """).format(**fmt), p)
-        conn.execute(sql.SQL(
-            """
-            WITH w AS (
-                INSERT INTO {g} AS g (entity, id, deleted_at)
-                SELECT %(entity)s, s.id, s._version FROM {src} s
-                WHERE s._op = 'delete' AND NOT EXISTS (SELECT 1 FROM {t} o WHERE o.id = s.id)
-                ON CONFLICT (entity, id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at
-                WHERE g.deleted_at < EXCLUDED.deleted_at
-                RETURNING g.id
-            )
-            INSERT INTO _garden_written SELECT id, 'tombstone' FROM w
-            """).format(**fmt), p)
-    for action, n, sample in conn.execute(
-        "SELECT action, count(*), (array_agg(id ORDER BY id))[1:%s] FROM _garden_written GROUP BY action", (SAMPLE,)
-    ).fetchall():
-        if action in ("inserted", "updated", "deleted"):
-            setattr(result, action, n)
-            result.samples[action] = list(sample)
+            """).format(**fmt), p, keep_ids, result)
+        return result
+    _tally(conn, sql.SQL(
+        """
+        INSERT INTO {t} AS t ({cols}, {ver}, {synced}, {d})
+        SELECT {scols}, s._version, now(), NULL
+        FROM {src} s LEFT JOIN {t} o ON o.id = s.id
+        WHERE {upsert_when}
+        ON CONFLICT (id) DO UPDATE SET {sets}, {ver} = EXCLUDED.{ver}, {synced} = EXCLUDED.{synced}, {d} = NULL
+        RETURNING t.id, CASE WHEN t.xmax = 0 THEN 'inserted' ELSE 'updated' END AS action
+        """).format(**fmt), p, keep_ids, result)
+    _tally(conn, sql.SQL(
+        """
+        UPDATE {t} t SET {d} = COALESCE(t.{d}, s._version), {ver} = s._version, {synced} = now()
+        FROM {src} s JOIN {t} o ON o.id = s.id
+        WHERE t.id = s.id AND {delete_when}
+        RETURNING t.id, CASE WHEN o.{d} IS NULL THEN 'deleted' ELSE 'tombstone' END AS action
+        """).format(**fmt), p, keep_ids, result)
+    _tally(conn, sql.SQL(
+        """
+        INSERT INTO {g} AS g (entity, id, deleted_at)
+        SELECT %(entity)s, s.id, s._version FROM {src} s
+        WHERE s._op = 'delete' AND NOT EXISTS (SELECT 1 FROM {t} o WHERE o.id = s.id)
+        ON CONFLICT (entity, id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at
+        WHERE g.deleted_at < EXCLUDED.deleted_at
+        RETURNING g.id, 'tombstone' AS action
+        """).format(**fmt), p, keep_ids, result)
     return result
 
 

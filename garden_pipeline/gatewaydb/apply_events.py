@@ -131,7 +131,7 @@ def _apply_entity(conn, schema: str, entity: Entity, op: str) -> tuple[dict, lis
     dead: list[tuple[int, str]] = []
     try:
         with conn.transaction():  # savepoint: a poison event must not take the batch down
-            written = write_rows(conn, schema, entity, src, {}, bump_version=True)
+            written = write_rows(conn, schema, entity, src, {}, bump_version=True, keep_ids=True)
             _settle_from_write(conn, schema, entity, op)
         return {"inserted": written.inserted, "updated": written.updated, "deleted": written.deleted}, dead
     except psycopg.Error:
@@ -143,7 +143,7 @@ def _apply_entity(conn, schema: str, entity: Entity, op: str) -> tuple[dict, lis
         one = sql.SQL("(SELECT * FROM _garden_src WHERE _inbox_id = {i})").format(i=sql.Literal(inbox_id))
         try:
             with conn.transaction():
-                written = write_rows(conn, schema, entity, one, {}, bump_version=True)
+                written = write_rows(conn, schema, entity, one, {}, bump_version=True, keep_ids=True)
                 _settle_from_write(conn, schema, entity, op, inbox_id)
             totals.update(inserted=written.inserted, updated=written.updated, deleted=written.deleted)
         except psycopg.Error as exc:

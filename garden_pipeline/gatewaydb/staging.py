@@ -29,6 +29,8 @@ ORDINAL = "_ord"  # position of the row in the document; breaks ties between dup
 REJECTED = "_rejected"  # an invalid row kept by id only, so a full sync does not take it for a deletion
 _REJECT_FLUSH = 2000  # rejected rows buffered before they are written (bounds memory on a bad extract)
 _SAMPLE = 5
+_SEEN_BITS = 1 << 24  # 2 MiB of "id seen" bits per entity: ~3 % false alarms at 450k rows, memory flat
+_MAX_SUSPECTS = 100_000  # beyond this many possible duplicates, let PostgreSQL look at every id
 
 
 def _json_default(value: Any):
@@ -119,11 +121,15 @@ class _EntityLoader:
         self._rejects: list[tuple] = []
         self._ordinal = 0
         self._blank = (None,) * (len(entity.field_names) - 1)
+        self.suspects: set[str] | None = set()  # ids possibly seen twice; None: too many, check all
         self._copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
             ident(sync_schema(schema), landed.stage_table), columns((*entity.field_names, ORDINAL, REJECTED))
         )
 
     def load(self, rows: Iterator[Any]) -> None:
+        # Duplicate ids are rare; a one-hash bit set (like a Bloom filter) finds the few ids that may
+        # repeat without holding a million ids in memory, and PostgreSQL then checks only those.
+        seen, mask, suspects = bytearray(_SEEN_BITS // 8), _SEEN_BITS - 1, self.suspects
         with self.conn.cursor() as cur:
             while True:
                 more = False
@@ -133,6 +139,15 @@ class _EntityLoader:
                         values, reason = self.validator(row)
                         if reason is None:
                             copy.write_row((*values, self._ordinal, False))
+                            h = hash(values[0]) & mask
+                            bit = 1 << (h & 7)
+                            if seen[h >> 3] & bit:
+                                if suspects is not None:
+                                    suspects.add(values[0])
+                                    if len(suspects) > _MAX_SUSPECTS:
+                                        suspects = self.suspects = None
+                            else:
+                                seen[h >> 3] |= bit
                             continue
                         rid = self._reject(row, reason)
                         if rid is not None:
@@ -187,16 +202,19 @@ def insert_rejects(cur: psycopg.Cursor, schema: str, rows: list[tuple]) -> None:
 
 
 def _resolve_duplicates(cur: psycopg.Cursor, schema: str, run_id: str, entity: Entity, landed: LandedEntity,
-                        record_rejects: bool) -> None:
+                        record_rejects: bool, suspects: set[str] | None) -> None:
     """Keep, per duplicated id, the occurrence with the latest updated_time (then the last one); reject the rest.
 
-    Found in PostgreSQL (one aggregate over the staged ids) rather than with a set of ids in Python, so the
-    loader's memory does not grow with the size of the extract.
+    ``suspects`` are the ids the loader may have seen twice (None: check every id); PostgreSQL tells
+    which really repeat, so the loader's memory does not grow with the size of the extract.
     """
+    if suspects is not None and not suspects:
+        return
     stage = ident(sync_schema(schema), landed.stage_table)
+    only = sql.SQL("AND id = ANY(%(ids)s)") if suspects is not None else sql.SQL("")
     duplicate_ids = [r[0] for r in cur.execute(
-        sql.SQL("SELECT id FROM {stage} WHERE NOT {rejected} GROUP BY id HAVING count(*) > 1").format(
-            stage=stage, rejected=ident(REJECTED))).fetchall()]
+        sql.SQL("SELECT id FROM {stage} WHERE NOT {rejected} {only} GROUP BY id HAVING count(*) > 1").format(
+            stage=stage, rejected=ident(REJECTED), only=only), {"ids": list(suspects or ())}).fetchall()]
     if not duplicate_ids:
         return
     cur.execute(
@@ -254,9 +272,11 @@ def land_extract(
             if entity.name in seen_arrays:
                 raise ExtractError(f"the /sync/all body has the '{entity.extract_key}' array twice")
             seen_arrays.add(entity.name)
-            _EntityLoader(conn, schema, run_id, entity, landed[entity.name], record_rejects=not dry_run).load(rows)
+            loader = _EntityLoader(conn, schema, run_id, entity, landed[entity.name], record_rejects=not dry_run)
+            loader.load(rows)
             with conn.cursor() as cur:
-                _resolve_duplicates(cur, schema, run_id, entity, landed[entity.name], record_rejects=not dry_run)
+                _resolve_duplicates(cur, schema, run_id, entity, landed[entity.name], record_rejects=not dry_run,
+                                    suspects=loader.suspects)
 
         header: DocumentHeader = walk_extract(chunks, on_array)
         if not header.generated_at:

@@ -45,6 +45,7 @@ class ModelGardenState:
         self._next_index = {e.name: self.layout.count(e.name) for e in CATALOGUE}
         self._live = StateView(self.generator, self._changed, self._deleted)
         self._rng = random.Random(seed)
+        self.version = 0  # bumped by every change; tells a cached rendering of the extract is still current
 
     # time ---------------------------------------------------------------------------
     def now(self) -> datetime:
@@ -67,6 +68,16 @@ class ModelGardenState:
         """(generated_at, view) taken together, so generated_at is a safe next watermark."""
         with self._lock:
             return self.now(), self._copy_view()
+
+    def versioned_view(self) -> tuple[int, StateView]:
+        """(version, view) taken together."""
+        with self._lock:
+            return self.version, self._copy_view()
+
+    def stamp_if_unchanged(self, version: int) -> datetime | None:
+        """A fresh generated_at if the state is still at ``version`` (else None), taken under the lock."""
+        with self._lock:
+            return self.now() if self.version == version else None
 
     def rows(self, entity_name: str, updated_since: datetime | None = None) -> Iterator[dict]:
         return self.view().rows(entity_name, updated_since)
@@ -162,6 +173,7 @@ class ModelGardenState:
         return rng.choice(live)
 
     def _stamp(self) -> str:
+        self.version += 1  # every change is stamped, so every change passes here
         return format_timestamp(self.now())
 
     def _check_fields(self, entity: Entity, values: dict) -> None:

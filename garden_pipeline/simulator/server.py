@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
+import os
+import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import uvicorn
@@ -97,9 +101,78 @@ def _fault_response(fault: Fault) -> Response:
                         status_code=status, headers=headers)
 
 
-def create_app(state: ModelGardenState, faults: FaultPlan | None = None, token: str | None = None) -> FastAPI:
-    """The simulator app serving ``state``, consulting ``faults``, guarded by ``token`` if set."""
+_BODY_FAULTS = ("drop_fraction", "extra_fields", "invalid_rows", "duplicate_ids", "empty", "invalid_json")
+
+
+@dataclass
+class _Rendered:
+    key: tuple
+    path: str
+
+
+class _ExtractCache:
+    """The full extract rendered once to a file and served from it while the state is unchanged.
+
+    For benchmarks: "extract available" should mean the source is ready, not that the simulator is
+    still generating rows in Python. Only the header (a fresh ``generated_at``) is made per request.
+    """
+
+    def __init__(self, state: ModelGardenState):
+        self.state = state
+        self.rendered: _Rendered | None = None
+        self.lock = asyncio.Lock()
+
+    async def chunks(self, due: list[Fault]) -> AsyncIterator[bytes] | None:
+        shape = tuple(sorted((f.kind, json.dumps(f.params, sort_keys=True)) for f in due if f.kind in _BODY_FAULTS))
+        async with self.lock:
+            version = self.state.version
+            if self.rendered is None or self.rendered.key != (version, shape):
+                version, view = self.state.versioned_view()
+                path = await asyncio.to_thread(self._render, view, due)
+                self._drop()
+                self.rendered = _Rendered((version, shape), path)
+            generated_at = self.state.stamp_if_unchanged(version)
+            if generated_at is None:
+                return None  # changed meanwhile: render it live this time
+            path = self.rendered.path
+        header = json.dumps({"generated_at": format_timestamp(generated_at), "updated_since": None},
+                            separators=(",", ":"))[:-1].encode()
+        return iterate_in_threadpool(_file_chunks(path, header))
+
+    @staticmethod
+    def _render(view, due: list[Fault]) -> str:
+        fd, path = tempfile.mkstemp(prefix="garden-sim-extract-", suffix=".json")
+        with os.fdopen(fd, "wb") as f:
+            parts = extract_chunks(view, "", None, due)
+            next(parts)  # the header, made per request
+            for part in parts:
+                f.write(part)
+        return path
+
+    def _drop(self) -> None:
+        if self.rendered is not None:
+            try:
+                os.unlink(self.rendered.path)
+            except OSError:
+                pass
+
+
+def _file_chunks(path: str, header: bytes, size: int = 1 << 20):
+    yield header
+    with open(path, "rb") as f:
+        while block := f.read(size):
+            yield block
+
+
+def create_app(state: ModelGardenState, faults: FaultPlan | None = None, token: str | None = None,
+               cache_extract: bool = False) -> FastAPI:
+    """The simulator app serving ``state``, consulting ``faults``, guarded by ``token`` if set.
+
+    With ``cache_extract`` the full extract (no ``updated_since``) is served from a rendering kept
+    until the state or the body faults change (see _ExtractCache).
+    """
     plan = faults if faults is not None else FaultPlan()
+    cache = _ExtractCache(state) if cache_extract else None
     app = _SimulatorApp(title="Model Garden simulator", version="1.0")
     app.state.garden = state
     app.state.faults = plan
@@ -132,9 +205,12 @@ def create_app(state: ModelGardenState, faults: FaultPlan | None = None, token: 
             return Response(status_code=499)  # never reaches the client; 499 marks it in the log
         if "status" in by_kind:
             return _fault_response(by_kind["status"])
+        cut_at = by_kind["truncate"].params["bytes"] if "truncate" in by_kind else None
+        cached = await cache.chunks(due) if cache is not None and updated_since is None else None
+        if cached is not None:
+            return StreamingResponse(_body(request, cached, cut_at), media_type="application/json")
         generated_at, view = state.extract_view()
         chunks = extract_chunks(view, format_timestamp(generated_at), updated_since, due)
-        cut_at = by_kind["truncate"].params["bytes"] if "truncate" in by_kind else None
         # Rows are generated on a worker thread, so the event loop stays free for other requests.
         return StreamingResponse(_body(request, iterate_in_threadpool(chunks), cut_at), media_type="application/json")
 
@@ -205,11 +281,12 @@ class SimulatorServer(BackgroundServer):
         host: str = "127.0.0.1",
         port: int = 0,
         log_level: str = "warning",
+        cache_extract: bool = False,
     ):
         self.state = state if state is not None else ModelGardenState(scale=scale, seed=seed)
         self.faults = faults if faults is not None else FaultPlan()
         self.token = token
-        super().__init__(create_app(self.state, self.faults, token), host=host, port=port, log_level=log_level,
+        super().__init__(create_app(self.state, self.faults, token, cache_extract), host=host, port=port, log_level=log_level,
                          name="Model Garden simulator")
 
     @classmethod
@@ -230,17 +307,19 @@ def run_simulator(
     *,
     events_per_push: int = 5,
     log_level: str = "info",
+    cache_extract: bool = False,
 ) -> None:
     """Serve the simulator until interrupted; with ``push_url``, also push random changes.
 
     Every ``push_interval`` seconds (default 5 when ``push_url`` is set) it
     applies ``events_per_push`` random changes and POSTs their events, signed
-    with ``push_secret`` if given. The extract shows the same changes.
+    with ``push_secret`` if given. The extract shows the same changes. ``cache_extract`` serves the
+    full extract from a rendering kept while nothing changes (benchmarks).
     """
     from garden_pipeline.simulator.push import EventPusher, PeriodicPusher
 
     state = ModelGardenState(scale=scale, seed=seed)
-    app = create_app(state, FaultPlan(), token)
+    app = create_app(state, FaultPlan(), token, cache_extract=cache_extract)
     periodic = None
     if push_url:
         pusher = EventPusher(push_url, secret=push_secret)
