@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 
 import pytest
 
@@ -97,6 +98,11 @@ def test_bad_signatures_are_refused_and_nothing_stored(receiver, db, schema, cas
         # Found by schemathesis: jsonb cannot hold NUL, so such a payload must be refused, not crash the insert.
         (event("DELETED", "project", "p1", "2025-07-15T14:20:00Z", {"x\u0000": 1}), "NUL"),
         ({**_created(), "payload": {**_created()["payload"], "extra": ["a\x00b"]}}, "NUL"),
+        # Found by schemathesis: Python takes offsets up to 23:59, PostgreSQL only up to 15:59.
+        ({**_created(), "timestamp": "0652-09-22T15:30:53+23:23"}, "offset out of range"),
+        ({**_created(ts="2025-07-15T14:20:00Z"), "payload": {**_created()["payload"],
+                                                          "created_time": "2025-07-15T14:20:00-16:00"}},
+         "offset out of range"),
     ],
 )
 def test_invalid_events_get_422_with_a_reason_and_nothing_is_stored(open_receiver, db, schema, bad, words):
@@ -138,6 +144,26 @@ def test_duplicates_are_200_and_stored_once(open_receiver, db, schema):
     rows = inbox_rows(db, schema)
     assert [(r[1], r[3]) for r in rows][0] == ("evt-1", "proj-1")
     assert len(rows) == 2 and rows[1][1].startswith("nk:")
+
+
+def test_concurrent_single_events_share_commits_and_each_gets_its_own_answer(open_receiver, db, schema):
+    """Group commit: 60 requests at once, 20 of them repeats; each reply says stored or duplicate rightly."""
+    import concurrent.futures
+
+    events = [_created(f"proj-{i}", event_id=f"evt-{i}") for i in range(40)]
+    sends = events + events[:20]
+
+    def send(e):
+        r = post(open_receiver.url, e)
+        assert r.status_code == 200, r.text
+        return e["event_id"], r.json()["message"]
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(send, sends))
+    stored = Counter(eid for eid, message in answers if message == "stored")
+    assert set(stored) == {e["event_id"] for e in events} and set(stored.values()) == {1}
+    assert sum(1 for _, message in answers if "duplicate" in message) == 20
+    assert len(inbox_rows(db, schema)) == 40
 
 
 def test_batch_is_all_or_nothing(open_receiver, db, schema):

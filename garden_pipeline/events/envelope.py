@@ -109,8 +109,8 @@ def validate_event(event: Any) -> ValidEvent:
     ts_text = _string(event, "timestamp", 64)
     try:
         timestamp = parse_timestamp(ts_text)
-    except ValueError:
-        raise EventError("'timestamp' must be an RFC 3339 date-time with a time zone") from None
+    except ValueError as exc:
+        raise EventError(f"'timestamp' must be an RFC 3339 date-time with a time zone ({exc})") from None
     if "version" in event and not isinstance(event["version"], str):
         raise EventError("'version' must be a string")
     event_id = _string(event, "event_id", 200) if "event_id" in event else None

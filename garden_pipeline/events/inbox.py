@@ -18,18 +18,32 @@ from garden_pipeline.gatewaydb.sql import sync_table
 
 def store(conn: psycopg.Connection, schema: str, events: list[ValidEvent]) -> int:
     """Insert ``events`` in one transaction; returns how many were new (the rest were duplicates)."""
+    return sum(store_each(conn, schema, events))
+
+
+def store_each(conn: psycopg.Connection, schema: str, events: list[ValidEvent]) -> list[bool]:
+    """Insert ``events`` in one transaction (one statement); per event, True if it was new.
+
+    An event repeated within ``events`` is new once, at its first place.
+    """
+    if not events:
+        return []
     with conn.transaction():
-        with conn.cursor() as cur:
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {} (event_key, event_id, entity_type, entity_id, event_type, event_ts, payload) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (event_key) DO NOTHING"
-                ).format(sync_table(schema, "inbox")),
-                [(e.event_key, e.event_id, e.entity_type, e.entity_id, e.event_type, e.timestamp, e.payload_json())
-                 for e in events],
-                returning=False,
-            )
-            return cur.rowcount if cur.rowcount >= 0 else 0
+        stored = {key for (key,) in conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (event_key, event_id, entity_type, entity_id, event_type, event_ts, payload) "
+                "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+                "%s::timestamptz[], %s::text[]::jsonb[]) ON CONFLICT (event_key) DO NOTHING RETURNING event_key"
+            ).format(sync_table(schema, "inbox")),
+            [list(column) for column in zip(*(
+                (e.event_key, e.event_id, e.entity_type, e.entity_id, e.event_type, e.timestamp, e.payload_json())
+                for e in events))],
+        ).fetchall()}
+    new = []
+    for e in events:
+        new.append(e.event_key in stored)
+        stored.discard(e.event_key)
+    return new
 
 
 def backlog(conn: psycopg.Connection, schema: str) -> dict:

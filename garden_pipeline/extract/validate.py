@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -50,7 +50,17 @@ def parse_timestamp(value: str) -> datetime:
     date, time_, frac, tz = m.groups()
     frac = (frac or "")[:7]  # '.' + at most microseconds
     tz = "+00:00" if tz in ("Z", "z") else tz
-    return datetime.fromisoformat(f"{date}T{time_}{frac}{tz}")
+    return _in_pg_range(datetime.fromisoformat(f"{date}T{time_}{frac}{tz}"))
+
+
+_MAX_OFFSET = timedelta(hours=15, minutes=59)  # PostgreSQL refuses larger time zone displacements
+
+
+def _in_pg_range(value: datetime) -> datetime:
+    offset = value.utcoffset()
+    if offset is not None and abs(offset) > _MAX_OFFSET:
+        raise ValueError("time zone offset out of range (at most +/-15:59)")
+    return value
 
 
 def _describe(value: Any) -> str:
@@ -134,11 +144,11 @@ def _converter(f: Field) -> Callable[[Any], Any]:
             try:
                 # Cheapest test first: YYYY-MM-DDTHH:MM:SSZ, whose digits fromisoformat checks.
                 if (len(v) == 20 and v[10] == "T" and v[19] == "Z") or _TS_PLAIN.match(v):
-                    datetime.fromisoformat(v)  # the calendar check (no 31 June, no hour 25)
+                    _in_pg_range(datetime.fromisoformat(v))  # the calendar check (no 31 June, no hour 25)
                     return v
                 return parse_timestamp(v)
-            except ValueError:
-                raise RowError(f.name, f"field '{f.name}' is not a valid RFC 3339 timestamp: {v[:40]!r}") from None
+            except ValueError as exc:
+                raise RowError(f.name, f"field '{f.name}' is not a valid RFC 3339 timestamp ({exc}): {v[:40]!r}") from None
 
         return timestamp
     if t is FieldType.INTEGER:
