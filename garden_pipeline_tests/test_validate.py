@@ -33,7 +33,10 @@ def _convert(entity: str, row: dict) -> tuple:
 def test_valid_rows_convert_in_catalogue_order():
     values = _convert("model", MODEL)
     assert values[0] == "mdl-1" and values[5] == ["chat"]
-    assert values[-1] == datetime(2025, 7, 15, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    # The plain RFC 3339 shape goes to COPY as the original text; any other accepted shape as a datetime.
+    assert values[-1] == "2025-07-15T14:00:00.123456+02:00"
+    odd = _convert("model", {**MODEL, "updated_time": "2025-07-15t14:00:00.1234567+02:00"})
+    assert odd[-1] == datetime(2025, 7, 15, 12, 0, 0, 123456, tzinfo=timezone.utc)
     assert _convert("use_case_budget", BUDGET)[2] == "1500.00"
 
 
