@@ -110,6 +110,29 @@ def _pg_dialect():
     return postgresql.dialect()
 
 
+class _SeenIds:
+    """The ids of one array that may have been seen before, without holding every id in memory.
+
+    Duplicate ids are rare; a one-hash bit set (like a Bloom filter) finds the few ids that may
+    repeat, and PostgreSQL then checks only those. ``suspects`` is None when there were too many
+    to list: then PostgreSQL checks every id.
+    """
+
+    def __init__(self):
+        self.bits = bytearray(_SEEN_BITS // 8)
+        self.suspects: set[str] | None = set()
+
+    def note(self, entity_id: str) -> None:
+        h = hash(entity_id) & (_SEEN_BITS - 1)
+        bit = 1 << (h & 7)
+        if not self.bits[h >> 3] & bit:
+            self.bits[h >> 3] |= bit
+        elif self.suspects is not None:
+            self.suspects.add(entity_id)
+            if len(self.suspects) > _MAX_SUSPECTS:
+                self.suspects = None
+
+
 class _EntityLoader:
     """Streams one entity array into its staging table, diverting invalid rows."""
 
@@ -121,15 +144,13 @@ class _EntityLoader:
         self._rejects: list[tuple] = []
         self._ordinal = 0
         self._blank = (None,) * (len(entity.field_names) - 1)
-        self.suspects: set[str] | None = set()  # ids possibly seen twice; None: too many, check all
+        self.seen = _SeenIds()
         self._copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
             ident(sync_schema(schema), landed.stage_table), columns((*entity.field_names, ORDINAL, REJECTED))
         )
 
     def load(self, rows: Iterator[Any]) -> None:
-        # Duplicate ids are rare; a one-hash bit set (like a Bloom filter) finds the few ids that may
-        # repeat without holding a million ids in memory, and PostgreSQL then checks only those.
-        seen, mask, suspects = bytearray(_SEEN_BITS // 8), _SEEN_BITS - 1, self.suspects
+        note_id = self.seen.note
         with self.conn.cursor() as cur:
             while True:
                 more = False
@@ -139,15 +160,7 @@ class _EntityLoader:
                         values, reason = self.validator(row)
                         if reason is None:
                             copy.write_row((*values, self._ordinal, False))
-                            h = hash(values[0]) & mask
-                            bit = 1 << (h & 7)
-                            if seen[h >> 3] & bit:
-                                if suspects is not None:
-                                    suspects.add(values[0])
-                                    if len(suspects) > _MAX_SUSPECTS:
-                                        suspects = self.suspects = None
-                            else:
-                                seen[h >> 3] |= bit
+                            note_id(values[0])
                             continue
                         rid = self._reject(row, reason)
                         if rid is not None:
@@ -276,7 +289,7 @@ def land_extract(
             loader.load(rows)
             with conn.cursor() as cur:
                 _resolve_duplicates(cur, schema, run_id, entity, landed[entity.name], record_rejects=not dry_run,
-                                    suspects=loader.suspects)
+                                    suspects=loader.seen.suspects)
 
         header: DocumentHeader = walk_extract(chunks, on_array)
         if not header.generated_at:
