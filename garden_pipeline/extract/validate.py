@@ -11,22 +11,19 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable
 
 from garden_pipeline.catalogue import Entity, Field, FieldType
+from garden_pipeline.extract.fastpath import compile_fast_path
+from garden_pipeline.extract.timestamps import PLAIN_TIMESTAMP, parse_timestamp, plain_utc_timestamp
 
-_MONEY_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
-_TS_RE = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
-# The common shape, which PostgreSQL reads exactly as parse_timestamp would (at most microseconds):
-# such values go to COPY as the original text, sparing a datetime object per field.
-_TS_PLAIN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})\Z")
-_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:\S+$")
-_BIGINT = 2**63 - 1
+__all__ = ["RowError", "RowValidator", "clean_text", "parse_timestamp", "validate_payload"]
+
+MONEY_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:\S+$")
+BIGINT = 2**63 - 1
 
 
 class RowError(ValueError):
@@ -40,27 +37,6 @@ class RowError(ValueError):
         super().__init__(message)
         self.field = field
         self.kind = kind
-
-
-def parse_timestamp(value: str) -> datetime:
-    """RFC 3339 -> aware datetime (Python 3.10's fromisoformat takes neither 'Z' nor 9 digits)."""
-    m = _TS_RE.match(value)
-    if not m:
-        raise ValueError("not an RFC 3339 timestamp with a time zone")
-    date, time_, frac, tz = m.groups()
-    frac = (frac or "")[:7]  # '.' + at most microseconds
-    tz = "+00:00" if tz in ("Z", "z") else tz
-    return _in_pg_range(datetime.fromisoformat(f"{date}T{time_}{frac}{tz}"))
-
-
-_MAX_OFFSET = timedelta(hours=15, minutes=59)  # PostgreSQL refuses larger time zone displacements
-
-
-def _in_pg_range(value: datetime) -> datetime:
-    offset = value.utcoffset()
-    if offset is not None and abs(offset) > _MAX_OFFSET:
-        raise ValueError("time zone offset out of range (at most +/-15:59)")
-    return value
 
 
 def _describe(value: Any) -> str:
@@ -123,7 +99,7 @@ def _converter(f: Field) -> Callable[[Any], Any]:
                 raise RowError(
                     f.name, f"field '{f.name}' must be a decimal string such as \"1500.00\", got {_describe(v)}", "type"
                 )
-            if len(v) > 64 or not _MONEY_RE.match(v):
+            if len(v) > 64 or not MONEY_RE.match(v):
                 raise RowError(f.name, f"field '{f.name}' is not a decimal money string: {v[:40]!r}")
             return v
 
@@ -131,7 +107,7 @@ def _converter(f: Field) -> Callable[[Any], Any]:
     if t is FieldType.CURRENCY:
 
         def currency(v):
-            if not isinstance(v, str) or not _CURRENCY_RE.match(v):
+            if not isinstance(v, str) or not CURRENCY_RE.match(v):
                 raise RowError(f.name, f"field '{f.name}' must be a three-letter upper-case currency code, got {v!r}"[:200])
             return v
 
@@ -142,9 +118,10 @@ def _converter(f: Field) -> Callable[[Any], Any]:
             if not isinstance(v, str):
                 raise RowError(f.name, f"field '{f.name}' must be an RFC 3339 timestamp string, got {_describe(v)}", "type")
             try:
-                # Cheapest test first: YYYY-MM-DDTHH:MM:SSZ, whose digits fromisoformat checks.
-                if (len(v) == 20 and v[10] == "T" and v[19] == "Z") or _TS_PLAIN.match(v):
-                    _in_pg_range(datetime.fromisoformat(v))  # the calendar check (no 31 June, no hour 25)
+                if plain_utc_timestamp(v):  # the cheapest test first
+                    return v
+                if PLAIN_TIMESTAMP.match(v):
+                    parse_timestamp(v)  # the calendar and offset checks; PostgreSQL reads the text alike
                     return v
                 return parse_timestamp(v)
             except ValueError as exc:
@@ -158,7 +135,7 @@ def _converter(f: Field) -> Callable[[Any], Any]:
                 v = int(v)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise RowError(f.name, f"field '{f.name}' must be an integer, got {_describe(v)}", "type")
-            if abs(v) > _BIGINT:
+            if abs(v) > BIGINT:
                 raise RowError(f.name, f"field '{f.name}' is out of range for a 64-bit integer")
             _check_range(f, v)
             return v
@@ -181,7 +158,7 @@ def _converter(f: Field) -> Callable[[Any], Any]:
 
         def uri(v):
             v = clean_text(f, v)
-            if not _URI_RE.match(v):
+            if not URI_RE.match(v):
                 raise RowError(f.name, f"field '{f.name}' must be an absolute URI, got {v[:60]!r}")
             return v
 
@@ -223,10 +200,18 @@ class RowValidator:
         self.entity = entity
         self.known = frozenset(entity.field_names)
         self._plan = [(f.name, f.required, f.sql_nullable, _converter(f)) for f in entity.fields]
+        self._fast = compile_fast_path(entity)
         self.stats = Validation()
 
     def convert(self, row: Any) -> tuple:
         """Return the row's values, or raise RowError naming the field at fault."""
+        values = self._fast(row)
+        if values is not None:
+            return values  # certainly valid, every field present, none unknown: nothing to count
+        return self._convert_thoroughly(row)
+
+    def _convert_thoroughly(self, row: Any) -> tuple:
+        """Field by field: decides every row, names the fault, counts absent and unknown fields."""
         if not isinstance(row, dict):
             raise RowError(None, f"{self.entity.name} row must be a JSON object, got {_describe(row)}", "type")
         out = []

@@ -8,6 +8,8 @@ per batch, so a full sync and an incremental sync never share one.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import re
 import uuid
@@ -258,6 +260,21 @@ def _resolve_duplicates(cur: psycopg.Cursor, schema: str, run_id: str, entity: E
         landed.reject_samples.append(f"{rid}: duplicate id in the extract")
 
 
+@contextlib.contextmanager
+def _young_objects_only():
+    """Keep the cyclic garbage collector off everything that existed before the landing.
+
+    A landing makes a million short-lived rows, and every few thousand allocations the collector ran,
+    now and then over the whole heap (in a Dagster run process, hundreds of thousands of objects):
+    1 s to 2 s of a 1M-row landing. Rows are freed by reference counting anyway.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def land_extract(
     conn: psycopg.Connection,
     schema: str,
@@ -274,7 +291,7 @@ def land_extract(
         name: LandedEntity(name, stage_table_name(e, batch_id)) for name, e in wanted.items()
     }
     seen_arrays: set[str] = set()
-    with conn.transaction():
+    with _young_objects_only(), conn.transaction():
         with conn.cursor() as cur:
             for name, e in wanted.items():
                 _create_stage(cur, schema, e, landed[name].stage_table)
