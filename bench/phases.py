@@ -22,7 +22,7 @@ from common import drop_schema, fresh_schema, pg_url  # noqa: E402
 from garden_pipeline.catalogue import CATALOGUE  # noqa: E402
 from garden_pipeline.gatewaydb import migrate  # noqa: E402
 from garden_pipeline.gatewaydb.apply import DeletePolicy, apply_landed  # noqa: E402
-from garden_pipeline.gatewaydb.connection import libpq_url  # noqa: E402
+from garden_pipeline.gatewaydb.connection import connect  # noqa: E402
 from garden_pipeline.gatewaydb.staging import find_landed, land_extract  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def explain(conn: psycopg.Connection, min_ms: int) -> None:
 
 def one_pass(url: str, schema: str, path: Path, label: str, explain_ms: int | None = None) -> None:
     run_id = f"{label}-{time.time_ns()}"
-    with psycopg.connect(libpq_url(url)) as conn:
+    with connect(url) as conn:  # the pipeline's own session settings (jit off)
         if explain_ms is not None:
             explain(conn, explain_ms)
         t0 = time.perf_counter()

@@ -147,7 +147,22 @@ class _Window:
             self.pos += 1
             return
         while True:
-            yield self.value()
+            # The common case inline (one C call per row): a compact element followed, inside the
+            # window, by its ','. Anything else (whitespace, the window's edge, errors) goes the careful way.
+            buf, pos = self.buf, self.pos
+            try:
+                obj, end = _DECODE(buf, pos)
+            except (json.JSONDecodeError, _Invalid):
+                end = len(buf)
+            if end < len(buf) - 1:
+                self.pos = end
+            else:
+                obj = self.value()
+            yield obj
+            buf, pos = self.buf, self.pos
+            if pos < len(buf) and buf[pos] == ",":
+                self.pos = pos + 1
+                continue
             found = self.peek()
             self.pos += 1
             if found == ",":

@@ -42,15 +42,19 @@ def _in_pg_range(value: datetime) -> datetime:
 def plain_utc_timestamp(value: str) -> bool:
     """Whether ``value`` is ``YYYY-MM-DDTHH:MM:SSZ`` naming a real instant (no 31 June, no hour 25).
 
-    The common shape, so the cheapest check: the separators by position (a regex took 1.1 us a value,
-    twice the rest), the digits and the calendar by fromisoformat, which reads only ASCII digits; sliced
-    before the 'Z', which Python 3.10's fromisoformat does not take.
+    The common shape, so the cheapest check: the separators by position (a regex took twice as long;
+    lookup tables of valid clock times were slower still, their memory out of cache), the digits and
+    the calendar by fromisoformat, which reads ASCII digits only; sliced before the 'Z', which Python
+    3.10's fromisoformat does not take.
     """
-    if not (len(value) == 20 and value[19] == "Z" and value[10] == "T" and value[4] == "-" and value[7] == "-"
-            and value[13] == ":" and value[16] == ":"):
+    if (len(value) != 20 or value[19] != "Z" or value[10] != "T" or value[4] != "-" or value[7] != "-"
+            or value[13] != ":" or value[16] != ":"):
         return False
     try:
-        datetime.fromisoformat(value[:19])
+        _fromisoformat(value[:19])
     except ValueError:
         return False
     return True
+
+
+_fromisoformat = datetime.fromisoformat

@@ -200,12 +200,12 @@ class RowValidator:
         self.entity = entity
         self.known = frozenset(entity.field_names)
         self._plan = [(f.name, f.required, f.sql_nullable, _converter(f)) for f in entity.fields]
-        self._fast = compile_fast_path(entity)
+        self.fast = compile_fast_path(entity)  # for callers' own hot loops too (staging)
         self.stats = Validation()
 
     def convert(self, row: Any) -> tuple:
         """Return the row's values, or raise RowError naming the field at fault."""
-        values = self._fast(row)
+        values = self.fast(row)
         if values is not None:
             return values  # certainly valid, every field present, none unknown: nothing to count
         return self._convert_thoroughly(row)

@@ -115,8 +115,8 @@ def _pg_dialect():
 class _SeenIds:
     """The ids of one array that may have been seen before, without holding every id in memory.
 
-    Duplicate ids are rare; a one-hash bit set (like a Bloom filter) finds the few ids that may
-    repeat, and PostgreSQL then checks only those. ``suspects`` is None when there were too many
+    Duplicate ids are rare; a one-hash bit set (like a Bloom filter, set by the loader's loop) finds
+    the few ids that may repeat, and PostgreSQL then checks only those. ``suspects`` is None when there were too many
     to list: then PostgreSQL checks every id.
     """
 
@@ -124,12 +124,8 @@ class _SeenIds:
         self.bits = bytearray(_SEEN_BITS // 8)
         self.suspects: set[str] | None = set()
 
-    def note(self, entity_id: str) -> None:
-        h = hash(entity_id) & (_SEEN_BITS - 1)
-        bit = 1 << (h & 7)
-        if not self.bits[h >> 3] & bit:
-            self.bits[h >> 3] |= bit
-        elif self.suspects is not None:
+    def suspect(self, entity_id: str) -> None:
+        if self.suspects is not None:
             self.suspects.add(entity_id)
             if len(self.suspects) > _MAX_SUSPECTS:
                 self.suspects = None
@@ -152,27 +148,43 @@ class _EntityLoader:
         )
 
     def load(self, rows: Iterator[Any]) -> None:
-        note_id = self.seen.note
+        # The hot loop of a landing, a million times per extract: the validator's fast path and the
+        # "id seen" bit set are inlined (a Python call per row each cost more than the check itself).
+        fast, thorough = self.validator.fast, self.validator
+        bits, mask, suspect = self.seen.bits, _SEEN_BITS - 1, self.seen.suspect
+        ordinal, fast_valid = self._ordinal, 0
         with self.conn.cursor() as cur:
             while True:
                 more = False
                 with cur.copy(self._copy_sql) as copy:
+                    write_row = copy.write_row
                     for row in rows:
-                        self._ordinal += 1
-                        values, reason = self.validator(row)
-                        if reason is None:
-                            copy.write_row((*values, self._ordinal, False))
-                            note_id(values[0])
-                            continue
-                        rid = self._reject(row, reason)
-                        if rid is not None:
-                            copy.write_row((rid, *self._blank, self._ordinal, True))
-                        if len(self._rejects) >= _REJECT_FLUSH:
-                            more = True
-                            break  # end this COPY to write rejects, then carry on with a new one
+                        ordinal += 1
+                        values = fast(row)
+                        if values is None:
+                            values, reason = thorough(row)
+                            if reason is not None:
+                                rid = self._reject(row, reason)
+                                if rid is not None:
+                                    write_row((rid, *self._blank, ordinal, True))
+                                if len(self._rejects) >= _REJECT_FLUSH:
+                                    more = True
+                                    break  # end this COPY to write rejects, then carry on with a new one
+                                continue
+                        else:
+                            fast_valid += 1
+                        write_row((*values, ordinal, False))
+                        h = hash(values[0]) & mask
+                        bit = 1 << (h & 7)
+                        if bits[h >> 3] & bit:
+                            suspect(values[0])
+                        else:
+                            bits[h >> 3] |= bit
                 self._flush_rejects(cur)
                 if not more:
                     break
+        self._ordinal = ordinal
+        self.validator.stats.valid += fast_valid
         stats = self.validator.stats
         self.landed.rows = stats.valid
         self.landed.rejected += stats.rejected
