@@ -242,22 +242,27 @@ def write_rows(
             WHERE ({upsert_when}) OR ({delete_when} AND o.{d} IS NULL)
             """).format(**fmt), p, keep_ids, result)
         return result
-    fmt["on_conflict"] = sql.SQL(
-        "ON CONFLICT (id) DO UPDATE SET {sets}, {ver} = EXCLUDED.{ver}, {synced} = EXCLUDED.{synced}, {d} = NULL"
-    ).format(**fmt)
-    if bulk and conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {t})").format(t=target)).fetchone()[0]:
-        # Into an empty table every row is new: a plain INSERT spares ON CONFLICT's speculative insertion
-        # (450k subscriptions: 5.5 s against 8.2 s). The entity lock keeps the table ours until the commit.
-        fmt["on_conflict"] = sql.SQL("")
-    _tally(conn, sql.SQL(
+    upsert = sql.SQL(
         """
         INSERT INTO {t} AS t ({cols}, {ver}, {synced}, {d})
         SELECT {scols}, s._version, now(), NULL
         FROM {src} s LEFT JOIN {t} o ON o.id = s.id
         WHERE {upsert_when}
-        {on_conflict}
-        RETURNING t.id, CASE WHEN t.xmax = 0 THEN 'inserted' ELSE 'updated' END AS action
-        """).format(**fmt), p, keep_ids, result)
+        """).format(**fmt)
+    if bulk and not keep_ids and conn.execute(
+            sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {t})").format(t=target)).fetchone()[0]:
+        # Into an empty table every row is new: a plain INSERT spares ON CONFLICT's speculative insertion
+        # (450k subscriptions: 5.5 s against 8.2 s), and the table itself then lists what was inserted,
+        # so no RETURNING of every id to count them (0.7 s more). The entity lock keeps the table ours.
+        result.inserted = conn.execute(upsert, p).rowcount
+        result.samples["inserted"] = [r[0] for r in conn.execute(
+            sql.SQL("SELECT id FROM {t} ORDER BY id LIMIT {n}").format(t=target, n=sql.Literal(SAMPLE)))]
+    else:
+        _tally(conn, sql.SQL(
+            """{upsert}
+            ON CONFLICT (id) DO UPDATE SET {sets}, {ver} = EXCLUDED.{ver}, {synced} = EXCLUDED.{synced}, {d} = NULL
+            RETURNING t.id, CASE WHEN t.xmax = 0 THEN 'inserted' ELSE 'updated' END AS action
+            """).format(upsert=upsert, **fmt), p, keep_ids, result)
     _tally(conn, sql.SQL(
         """
         UPDATE {t} t SET {d} = COALESCE(t.{d}, s._version), {ver} = s._version, {synced} = now()
