@@ -34,8 +34,11 @@ def redact(url: str) -> str:
 
 # JIT off for our sessions: the merge statements read fresh staging and temp tables without statistics,
 # whose cost estimates pass jit_above_cost, and compiling cost 0.3-0.4 s per statement (measured with
-# auto_explain) for statements that then run in less. The gateway's own sessions keep the server default.
-_SESSION_OPTIONS = "-c jit=off"
+# auto_explain) for statements that then run in less. work_mem 64MB: with the default 4MB, the hash joins of
+# a 450k-row entity against its table and its parents spilled to disk in batches (0.8-1.1 s each where
+# they fit in memory in ~0.3 s); one sync runs at a time, so this is a bounded amount of server memory.
+# The gateway's own sessions keep the server defaults.
+_SESSION_OPTIONS = "-c jit=off -c work_mem=64MB"
 
 
 def connect(url: str, **kwargs) -> psycopg.Connection:
