@@ -162,19 +162,40 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def targets(results: list[dict]) -> str:
+    """The issue's targets as ratios measured in the same run, per size, each with its verdict."""
+    lines = ["| rows | measure | measured | target | met |", "|---:|---|---:|---:|---|"]
+    for res in results:
+        m = {name: s["median_s"] for name, s in res["summary"].items()}
+        rows = [("empty sync / COPY limit", m["garden_empty"] / m["copy_limit"], "≤ 2.00×", lambda r: r <= 2),
+                ("no-change sync / empty sync", m["garden_nochange"] / m["garden_empty"], "≤ 0.50×", lambda r: r <= 0.5),
+                ("5 %/1 % changed / empty sync", m["garden_changed"] / m["garden_empty"], "≤ 0.60×", lambda r: r <= 0.6)]
+        if "dlt_first" in m:
+            rows += [("dlt first load / empty sync", m["dlt_first"] / m["garden_empty"], "≥ 10×", lambda r: r >= 10),
+                     ("dlt identical reload / no-change sync", m["dlt_identical"] / m["garden_nochange"], "≥ 25×",
+                      lambda r: r >= 25)]
+        for label, ratio, goal, ok in rows:
+            lines.append(f"| {res['rows']:,} | {label} | {ratio:.2f}× | {goal} | {'yes' if ok(ratio) else '**no**'} |")
+        rss = max(s["peak_rss_mb"] for name, s in res["summary"].items() if name.startswith("garden"))
+        lines.append(f"| {res['rows']:,} | peak RSS of the sync process | {rss} MB | ≤ 300 MB | "
+                     f"{'yes' if rss <= 300 else '**no**'} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps-1m", type=int, default=1, help="repetitions at 1M rows and above (each ~1 min)")
     ap.add_argument("--no-dlt", action="store_true")
     ap.add_argument("--orm-limit", type=int, default=20_000)
     args = ap.parse_args()
     url = pg_url()
     redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
     facts = machine(url)
-    results = [bench_size(url, redis, n, args.reps if n < 1_000_000 else 1, not args.no_dlt, args.orm_limit)
-               for n in args.sizes]
-    md = table(results)
+    results = [bench_size(url, redis, n, args.reps if n < 1_000_000 else args.reps_1m, not args.no_dlt,
+                          args.orm_limit) for n in args.sizes]
+    md = table(results) + "\n\nTargets, as ratios of medians in this run:\n\n" + targets(results)
     path = write("sync", facts, {"sizes": results}, md)
     print(md)
     print(f"\nwritten to {path}")

@@ -86,3 +86,12 @@ def test_catalogue_matches_the_contract_schema():
                 assert f.type is FieldType.INTEGER and f.minimum == prop.get("minimum"), f"{e.name}.{f.name}"
             if "maxLength" in prop:
                 assert f.max_length == prop["maxLength"], f"{e.name}.{f.name}"
+
+
+def test_entity_tables_leave_room_for_updates_in_place(pg_url, schema, db):
+    """Migration 0003: fillfactor 90 on the entity tables, so most updates are HOT (no index entries)."""
+    migrate.upgrade(pg_url, schema)
+    for e in CATALOGUE:
+        options = db.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass",
+                             (f'"{schema}"."{e.table}"',)).fetchone()[0]
+        assert options == ["fillfactor=90"], e.table
