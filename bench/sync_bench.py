@@ -106,6 +106,10 @@ def bench_size(url: str, redis: str, size: int, reps: int, with_dlt: bool, orm_l
                     if name == "copy_limit":
                         runs.setdefault(name, []).append(run_method("copy_limit", url, schema, extract=extract))
                     else:
+                        # The simulator's cached rendering is keyed by state and active faults; the previous
+                        # repetition's changes made it stale, and rendering 1M rows inside the timed empty
+                        # sync once doubled it (20 s -> 41 s). Render first: "extract available".
+                        sim.download(extract)
                         runs.setdefault("garden_empty", []).append(run_method("garden", url, schema, mg=sim.url,
                                                                               redis=redis))
                         runs.setdefault("garden_nochange", []).append(run_method("garden", url, schema, mg=sim.url,
@@ -189,6 +193,7 @@ def main() -> None:
     ap.add_argument("--reps-1m", type=int, default=1, help="repetitions at 1M rows and above (each ~1 min)")
     ap.add_argument("--no-dlt", action="store_true")
     ap.add_argument("--orm-limit", type=int, default=20_000)
+    ap.add_argument("--name", default="sync", help="results file: results/<name>-<date>.md and .json")
     args = ap.parse_args()
     url = pg_url()
     redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -196,7 +201,7 @@ def main() -> None:
     results = [bench_size(url, redis, n, args.reps if n < 1_000_000 else args.reps_1m, not args.no_dlt,
                           args.orm_limit) for n in args.sizes]
     md = table(results) + "\n\nTargets, as ratios of medians in this run:\n\n" + targets(results)
-    path = write("sync", facts, {"sizes": results}, md)
+    path = write(args.name, facts, {"sizes": results}, md)
     print(md)
     print(f"\nwritten to {path}")
 
