@@ -37,6 +37,7 @@ def _in_pg_range(value: datetime) -> datetime:
     return value
 
 
+_fromisoformat = datetime.fromisoformat
 
 
 def plain_utc_timestamp(value: str) -> bool:
@@ -55,6 +56,3 @@ def plain_utc_timestamp(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-_fromisoformat = datetime.fromisoformat
