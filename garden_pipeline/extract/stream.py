@@ -71,6 +71,7 @@ class _Window:
         self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
         self.buf = ""
         self.pos = 0
+        self.base = 0  # characters of the body dropped before ``buf``
         self.eof = False
         self.bytes_read = 0
 
@@ -90,6 +91,7 @@ class _Window:
                     raise EOFError from None  # cut inside a multi-byte character
                 raise _Invalid(f"invalid UTF-8 ({exc.reason})") from None
             if text:
+                self.base += self.pos
                 self.buf = self.buf[self.pos:] + text
                 self.pos = 0
                 return True
@@ -141,37 +143,100 @@ class _Window:
             self.pos = end
             return obj
 
-    def array(self, key: str) -> Iterator[Any]:
-        """The elements of the array whose '[' was just consumed, one by one."""
-        if self.peek() == "]":
-            self.pos += 1
-            return
-        while True:
-            # The common case inline (one C call per row): a compact element followed, inside the
-            # window, by its ','. Anything else (whitespace, the window's edge, errors) goes the careful way.
-            buf, pos = self.buf, self.pos
-            try:
-                obj, end = _DECODE(buf, pos)
-            except (json.JSONDecodeError, _Invalid):
-                end = len(buf)
-            if end < len(buf) - 1:
-                self.pos = end
-            else:
-                obj = self.value()
-            yield obj
-            buf, pos = self.buf, self.pos
-            if pos < len(buf) and buf[pos] == ",":
-                self.pos = pos + 1
-                continue
-            found = self.peek()
-            self.pos += 1
-            if found == ",":
-                continue
-            if found == "]":
-                return
-            if not found:
-                raise EOFError
-            raise _Invalid(f"expected ',' or ']' in the '{key}' array, found {found!r}")
+    def element(self, key: str) -> tuple[Any, bool]:
+        """Decode the next element of the array ``key`` and its ',' or ']': (element, whether more follow)."""
+        # The common case inline (one C call per row): a compact element followed, inside the
+        # window, by its ','. Anything else (whitespace, the window's edge, errors) goes the careful way.
+        buf, pos = self.buf, self.pos
+        try:
+            obj, end = _DECODE(buf, pos)
+        except (json.JSONDecodeError, _Invalid):
+            end = len(buf)
+        if end < len(buf) - 1:
+            self.pos = end
+        else:
+            obj = self.value()
+        buf, pos = self.buf, self.pos
+        if pos < len(buf) and buf[pos] == ",":
+            self.pos = pos + 1
+            return obj, True
+        found = self.peek()
+        self.pos += 1
+        if found == ",":
+            return obj, True
+        if found == "]":
+            return obj, False
+        if not found:
+            raise EOFError
+        raise _Invalid(f"expected ',' or ']' in the '{key}' array, found {found!r}")
+
+    def fill(self, chars: int) -> None:
+        """Read on until at least ``chars`` characters lie ahead of ``pos`` (or the body ends)."""
+        while len(self.buf) - self.pos < chars and self.more():
+            pass
+
+
+# A run handed to a run decoder at once: some hundred rows, few enough that a declined run is cheap to redo.
+RUN_CHARS = 1 << 16
+
+
+class ArrayReader:
+    """One array of the document, read once: element by element (an iterator), or in runs (``runs``)."""
+
+    def __init__(self, window: _Window, key: str):
+        self._window, self.key = window, key
+        self._started = False
+        self._done = False
+
+    def _begin(self) -> bool:
+        if not self._started:
+            self._started = True
+            if self._window.peek() == "]":
+                self._window.pos += 1
+                self._done = True
+        return not self._done
+
+    def __iter__(self) -> ArrayReader:
+        return self
+
+    def __next__(self) -> Any:
+        if not self._begin():
+            raise StopIteration
+        obj, more = self._window.element(self.key)
+        self._done = not more
+        return obj
+
+    def runs(self, decode: Callable[[str], list | None] | None) -> Iterator[tuple[bool, list]]:
+        """The elements as ``(True, decode(text))`` where ``decode`` took a run of whole elements at once,
+        else as ``(False, [element])``, one by one the careful way.
+
+        ``decode`` gets the text of complete elements (``{...},{...}``, no brackets) and returns its
+        rows, or None to decline it; the elements of a declined run are then read one by one. A run ends
+        at a ``},`` found by plain text search, which may lie inside a string: then the text is not valid
+        JSON, ``decode`` declines it, and nothing is lost but time. A run ``decode`` accepts is exactly
+        the elements the careful way would read, as JSON is read left to right and the run starts where
+        an element starts.
+        """
+        window = self._window
+        careful_until = -1  # absolute position up to which elements go one by one (a run was declined)
+        while self._begin():
+            if decode is not None:
+                window.fill(RUN_CHARS)
+                buf, pos = window.buf, window.pos
+                if window.base + pos >= careful_until:
+                    limit = min(len(buf), pos + RUN_CHARS)
+                    end = buf.find("}]", pos, limit)  # do not run on past the array's end
+                    cut = buf.rfind("},", pos, end if end >= 0 else limit)
+                    if cut > pos:
+                        rows = decode(buf[pos:cut + 1])
+                        if rows is not None:
+                            window.pos = cut + 2
+                            yield True, rows
+                            continue
+                        careful_until = window.base + cut + 2
+            obj, more = window.element(self.key)
+            self._done = not more
+            yield False, [obj]
 
 
 @dataclass
@@ -183,11 +248,11 @@ class DocumentHeader:
 
 def walk_extract(
     chunks: Iterable[bytes],
-    on_array: Callable[[Entity, Iterator[Any]], None],
+    on_array: Callable[[Entity, ArrayReader], None],
 ) -> DocumentHeader:
     """Parse the whole document, calling ``on_array(entity, rows)`` for each entity array in it.
 
-    ``on_array`` must consume ``rows`` (or not; the rest is skipped). Returns the
+    ``on_array`` may consume ``rows`` (iterate it, or read it in ``runs``) or not; the rest is skipped. Returns the
     scalar header fields once the document has been read to its end.
     """
     window = _Window(chunks)
@@ -255,13 +320,13 @@ def _member(window: _Window, header: DocumentHeader, key: str, on_array) -> None
                 return
             raise ExtractError(f"'{key}' in the /sync/all body must be an array, got {type(value).__name__}")
         window.pos += 1
-        rows = window.array(key)
+        rows = ArrayReader(window, key)
         on_array(entity, rows)
         for _ in rows:  # drain whatever the callback did not consume
             pass
     elif window.peek() == "[":
         window.pos += 1
-        for _ in window.array(key):  # an unknown array is skipped element by element, never held whole
+        for _ in ArrayReader(window, key):  # an unknown array is skipped element by element, never held whole
             pass
     else:
         window.value()
