@@ -559,3 +559,14 @@ def test_format_and_parse_round_trip():
     t = datetime(2026, 3, 4, 5, 6, 7, 89, tzinfo=timezone.utc)
     assert format_timestamp(t) == "2026-03-04T05:06:07.000089Z"
     assert parse_timestamp(format_timestamp(t)) == t
+
+
+def test_the_cached_extract_rendering_is_removed_when_the_simulator_stops(tmp_path, monkeypatch):
+    """A 1M-row rendering is ~190 MB: a benchmark that starts simulators must not fill the temp directory."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with SimulatorServer(scale=300, seed=1, cache_extract=True) as server:
+        assert httpx.get(server.url + "/model-garden/sync/all", timeout=30).status_code == 200
+        assert len(list(tmp_path.glob("garden-sim-extract-*"))) == 1
+    assert list(tmp_path.glob("garden-sim-extract-*")) == []

@@ -174,6 +174,8 @@ def create_app(state: ModelGardenState, faults: FaultPlan | None = None, token: 
     plan = faults if faults is not None else FaultPlan()
     cache = _ExtractCache(state) if cache_extract else None
     app = _SimulatorApp(title="Model Garden simulator", version="1.0")
+    if cache is not None:
+        app.router.on_shutdown.append(cache._drop)  # a 1M-row rendering is ~190 MB in the temp directory
     app.state.garden = state
     app.state.faults = plan
 
