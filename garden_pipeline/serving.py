@@ -31,8 +31,11 @@ class BackgroundServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
+        # log_config=None: uvicorn would otherwise re-run logging.config.dictConfig, which holds logging's
+        # module lock while it takes every handler's lock; a thread of this process logging at that moment
+        # (a Dagster run) holds a handler's lock and waits for the module lock: a deadlock (seen in CI).
         config = uvicorn.Config(self.app, log_level=self._log_level, access_log=False, lifespan="auto",
-                                timeout_graceful_shutdown=2)
+                                timeout_graceful_shutdown=2, log_config=None)
         self._server = server = uvicorn.Server(config)
         self._sock = sock
         self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},

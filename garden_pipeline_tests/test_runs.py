@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from datetime import datetime
 from decimal import Decimal
 
@@ -107,7 +108,7 @@ def _text(row) -> str | None:
     try:
         text = _ENCODE(row).decode()
     except (TypeError, UnicodeEncodeError, msgspec.EncodeError):
-        text = json.dumps(row)
+        text = json.dumps(row, default=float)  # both paths read this same text, whatever its digits
     try:
         json.loads(text, parse_constant=lambda name: 1 / 0)
     except ZeroDivisionError:
@@ -185,11 +186,25 @@ def test_non_ascii_text_is_taken():
     assert _as_run(entity, [json.dumps(row, ensure_ascii=False)])[0][1] == "caf\u00e9 \u4e2d"
 
 
-def test_an_exact_number_field_has_no_run_decoder():
-    # msgspec's Decimal also takes the string "0.5"; the thorough path does not, so budgets go row by row.
-    assert any(f.type is FieldType.NUMBER for f in by_name("use_case_budget").fields)
-    assert compile_run_decoder(by_name("use_case_budget")) is None
-    assert {e.name for e in RUN_ENTITIES} == {e.name for e in CATALOGUE} - {"use_case_budget"}
+def test_every_entity_has_a_run_decoder():
+    assert {e.name for e in RUN_ENTITIES} == {e.name for e in CATALOGUE}
+
+
+@pytest.mark.parametrize("literal,taken", [
+    ("0.80", True), ("1", True), ("0", True), ("-0", True), ("1E-2", True), ("1e0", True), ("0.5000", True),
+    ('"0.5"', False), ("true", False), ("null", False), ("1.5", False), ("-0.1", False), ("1e999", False),
+    ("[0.5]", False), ('{"a": 1}', False),
+])
+def test_exact_numbers_read_as_the_thorough_path_reads_them(literal, taken):
+    # msgspec's own Decimal would take the string "0.5"; the thorough path and so the run path do not.
+    entity = by_name("use_case_budget")
+    text = _text(_plain_rows(entity, 1)[0])
+    text = re.sub(r'"alert_threshold":[^,}]*', f'"alert_threshold":{literal}', text)
+    got = _as_run(entity, [text])
+    assert (got is not None) == taken
+    if taken:
+        assert got == [_thorough(entity, text)]
+        assert str(got[0][5]) == str(_thorough(entity, text)[5])  # the same digits, not only the same value
 
 
 def test_values_are_ready_for_binary_copy():

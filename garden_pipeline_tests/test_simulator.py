@@ -570,3 +570,15 @@ def test_the_cached_extract_rendering_is_removed_when_the_simulator_stops(tmp_pa
         assert httpx.get(server.url + "/model-garden/sync/all", timeout=30).status_code == 200
         assert len(list(tmp_path.glob("garden-sim-extract-*"))) == 1
     assert list(tmp_path.glob("garden-sim-extract-*")) == []
+
+
+def test_a_background_server_leaves_the_process_logging_configuration_alone(monkeypatch):
+    """Re-configuring logging from a server's start, while another thread logs, deadlocked a test run."""
+    import logging.config
+
+    def refuse(config):
+        raise AssertionError("logging.config.dictConfig called by a background server")
+
+    monkeypatch.setattr(logging.config, "dictConfig", refuse)
+    with SimulatorServer(scale=50, seed=1) as server:
+        assert httpx.get(server.url + "/model-garden/sync/all", timeout=30).status_code == 200
