@@ -309,9 +309,31 @@ def apply_landed(
                 f"materialise extract/{entity.plural} together with gatewaydb/{entity.plural}"
             )
         absent = _absent(schema, entity, ref.stage_table)
-        if full:
+        if full and ref.dry_run:
             to_delete, live = delete_preview(conn, schema, entity.name, ref.stage_table, ref.generated_at)
             check_delete_guard(entity, live, to_delete, ref.rows + ref.rejected, policy)
+            counts.deleted, del_s = conn.execute(
+                sql.SQL("SELECT count(*), (array_agg(t.id ORDER BY t.id))[1:{n}] FROM {t} t WHERE {absent}")
+                .format(n=sql.Literal(SAMPLE), t=target, absent=absent), params
+            ).fetchone()
+        elif full:
+            # Tombstone first, then judge: the guard's count is the UPDATE's own, so the anti-join of
+            # the whole table against the extract runs once, not twice (a preview, then the write). If
+            # the guard refuses, raising rolls the UPDATE back with the rest: nothing is written. The
+            # rows it touches are all absent from the extract, so the upserts below never see them.
+            live = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {d} IS NULL").format(
+                t=target, d=ident(DELETED_COLUMN))).fetchone()[0]
+            counts.deleted, del_s = conn.execute(
+                sql.SQL(
+                    "WITH d AS (UPDATE {t} t SET {d} = %(v)s, {ver} = %(v)s, {synced} = now() WHERE {absent} "
+                    "RETURNING t.id) SELECT count(*), ARRAY(SELECT id FROM d ORDER BY id LIMIT {n}) FROM d"
+                ).format(t=target, d=ident(DELETED_COLUMN), ver=ident(VERSION_COLUMN),
+                         synced=ident(SYNCED_COLUMN), absent=absent, n=sql.Literal(SAMPLE)),
+                params,
+            ).fetchone()
+            check_delete_guard(entity, live, counts.deleted, ref.rows + ref.rejected, policy)
+        if full and del_s:
+            counts.samples["deleted"] = list(del_s)
 
         # The extract's rows, all stamped with its generated_at: the state as of that snapshot.
         src = sql.SQL("(SELECT s.*, %(v)s::timestamptz AS _version, 'upsert'::text AS _op FROM {stage} s "
@@ -339,25 +361,6 @@ def apply_landed(
                 .format(src=src, t=target, ver=ident(VERSION_COLUMN)), params
             ).fetchone()[0]
         counts.unchanged = ref.rows - counts.rejected - counts.inserted - counts.updated - counts.stale
-
-        if full:
-            if ref.dry_run:
-                deleted, del_s = conn.execute(
-                    sql.SQL("SELECT count(*), (array_agg(t.id ORDER BY t.id))[1:{n}] FROM {t} t WHERE {absent}")
-                    .format(n=sql.Literal(SAMPLE), t=target, absent=absent), params
-                ).fetchone()
-            else:
-                deleted, del_s = conn.execute(
-                    sql.SQL(
-                        "WITH d AS (UPDATE {t} t SET {d} = %(v)s, {ver} = %(v)s, {synced} = now() WHERE {absent} "
-                        "RETURNING t.id) SELECT count(*), ARRAY(SELECT id FROM d LIMIT {n}) FROM d"
-                    ).format(t=target, d=ident(DELETED_COLUMN), ver=ident(VERSION_COLUMN),
-                             synced=ident(SYNCED_COLUMN), absent=absent, n=sql.Literal(SAMPLE)),
-                    params,
-                ).fetchone()
-            counts.deleted = deleted
-            if del_s:
-                counts.samples["deleted"] = list(del_s)
 
         counts.rejected += ref.rejected
         counts.seconds = time.monotonic() - started
