@@ -127,9 +127,7 @@ def _thorough(entity, text: str):
 
 
 def _as_run(entity, texts: list[str]):
-    got = compile_run_decoder(entity)(",".join(texts))
-    money = binary_converter(entity, (FieldType.MONEY,))
-    return got if got is None or money is None else [money(v) for v in got]
+    return compile_run_decoder(entity)(",".join(texts))
 
 
 def _plain_rows(entity, n=20):

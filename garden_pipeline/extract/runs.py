@@ -97,7 +97,7 @@ def _number(f: Field) -> Callable[[msgspec.Raw], Any]:
 
 
 def compile_run_decoder(entity: Entity) -> Callable[[str], list[tuple] | None] | None:
-    """``decode(text)``: the COPY values of every row in ``text`` (elements, no brackets), or None.
+    """``decode(text)``: the binary-COPY values of every row in ``text`` (elements, no brackets), or None.
 
     None also when the entity has a field type this path cannot check exactly (none, today).
     """
@@ -126,9 +126,11 @@ def compile_run_decoder(entity: Entity) -> Callable[[str], list[tuple] | None] |
 
 
 def _compile_to_values(entity: Entity) -> Callable[[list], list[tuple] | None]:
-    """``to_values(rows)``: the rows as tuples, or None if a timestamp is not in UTC or a number is not
-    one the thorough path takes (one generated loop per entity)."""
-    utc, numbers, namespace = [], [], {"_UTC": timezone.utc, "_astuple": msgspec.structs.astuple, "_BAD": _BAD}
+    """``to_values(rows)``: the rows as tuples of binary-COPY values (timestamps as datetimes, money and
+    numbers as Decimal), or None if a timestamp is not in UTC or a number is not one the thorough path
+    takes (one generated loop per entity)."""
+    utc, numbers, namespace = [], [], {"_UTC": timezone.utc, "_astuple": msgspec.structs.astuple, "_BAD": _BAD,
+                                 "_Decimal": Decimal}
     for i, f in enumerate(entity.fields):
         if f.type is FieldType.TIMESTAMP:
             check = f"r.{f.name}.tzinfo is not _UTC"
@@ -136,6 +138,9 @@ def _compile_to_values(entity: Entity) -> Callable[[list], list[tuple] | None]:
         elif f.type is FieldType.NUMBER:
             namespace[f"_number_{i}"] = _number(f)
             numbers += [f"        t[{i}] = _number_{i}(t[{i}])", f"        if t[{i}] is _BAD:", "            return None"]
+        elif f.type is FieldType.MONEY:  # checked as text by its pattern; numeric for binary COPY
+            numbers += [f"        t[{i}] = _Decimal(t[{i}])" if not f.nullable
+                        else f"        t[{i}] = None if t[{i}] is None else _Decimal(t[{i}])"]
     lines = [
         "def to_values(rows):",
         "    out = []",

@@ -32,9 +32,9 @@ def _numeric(v: Any) -> Decimal:
 _CONVERT = {FieldType.TIMESTAMP: _timestamp, FieldType.MONEY: _numeric, FieldType.NUMBER: _numeric}
 
 
-def binary_converter(entity: Entity, types: tuple[FieldType, ...] = tuple(_CONVERT)) -> Callable[[tuple], tuple] | None:
-    """``convert(values)``: validated values ready for binary COPY; None if none of ``types`` occurs."""
-    plan = [(i, _CONVERT[f.type]) for i, f in enumerate(entity.fields) if f.type in types]
+def binary_converter(entity: Entity) -> Callable[[tuple], tuple] | None:
+    """``convert(values)``: the row-by-row validator's values ready for binary COPY (None: nothing to do)."""
+    plan = [(i, _CONVERT[f.type]) for i, f in enumerate(entity.fields) if f.type in _CONVERT]
     if not plan:
         return None
 

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import psycopg
 from psycopg import sql
 
-from garden_pipeline.catalogue import CATALOGUE, Entity, FieldType, by_name
+from garden_pipeline.catalogue import CATALOGUE, Entity, by_name
 from garden_pipeline.extract.runs import compile_run_decoder
 from garden_pipeline.extract.stream import ArrayReader, DocumentHeader, ExtractError, walk_extract
 from garden_pipeline.extract.validate import RowValidator, parse_timestamp
@@ -151,8 +151,7 @@ class _EntityLoader:
         self._ordinal = 0
         self._blank = (None,) * (len(entity.field_names) - 1)
         self.seen = _SeenIds()
-        # Rows of the run decoder need only money made numeric; the row-by-row path's rows need more.
-        self._run_values = binary_converter(entity, (FieldType.MONEY,))
+        # The run decoder's values are ready for binary COPY; the row-by-row path leaves some as text.
         self._row_values = binary_converter(entity) or (lambda values: values)
         self._types = [*copy_types(entity), "bigint", "boolean"]
         self._copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
@@ -164,7 +163,7 @@ class _EntityLoader:
         # valid already; other rows go through the validator's fast path, then its thorough one. The
         # "id seen" bit set is inlined (a Python call per row cost more than the check itself).
         fast, thorough = self.validator.fast, self.validator
-        run_values, row_values = self._run_values, self._row_values
+        row_values = self._row_values
         bits, mask, suspect = self.seen.bits, _SEEN_BITS - 1, self.seen.suspect
         ordinal, fast_valid = self._ordinal, 0
         runs = rows.runs(_run_decoder(self.entity))
@@ -177,8 +176,6 @@ class _EntityLoader:
                     for decoded, items in runs:
                         if decoded:
                             fast_valid += len(items)
-                            if run_values is not None:
-                                items = [run_values(values) for values in items]
                         else:
                             row = items[0]  # the careful way hands over one element at a time
                             values = fast(row)
