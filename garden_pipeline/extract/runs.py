@@ -129,7 +129,7 @@ def _compile_to_values(entity: Entity) -> Callable[[list], list[tuple] | None]:
     """``to_values(rows)``: the rows as tuples of binary-COPY values (timestamps as datetimes, money and
     numbers as Decimal), or None if a timestamp is not in UTC or a number is not one the thorough path
     takes (one generated loop per entity)."""
-    utc, numbers, namespace = [], [], {"_UTC": timezone.utc, "_astuple": msgspec.structs.astuple, "_BAD": _BAD,
+    utc, converts, namespace = [], [], {"_UTC": timezone.utc, "_astuple": msgspec.structs.astuple, "_BAD": _BAD,
                                  "_Decimal": Decimal}
     for i, f in enumerate(entity.fields):
         if f.type is FieldType.TIMESTAMP:
@@ -137,17 +137,18 @@ def _compile_to_values(entity: Entity) -> Callable[[list], list[tuple] | None]:
             utc.append(f"(r.{f.name} is not None and {check})" if f.nullable else check)
         elif f.type is FieldType.NUMBER:
             namespace[f"_number_{i}"] = _number(f)
-            numbers += [f"        t[{i}] = _number_{i}(t[{i}])", f"        if t[{i}] is _BAD:", "            return None"]
+            converts += [f"        t[{i}] = _number_{i}(t[{i}])",
+                         f"        if t[{i}] is _BAD:", "            return None"]
         elif f.type is FieldType.MONEY:  # checked as text by its pattern; numeric for binary COPY
-            numbers += [f"        t[{i}] = _Decimal(t[{i}])" if not f.nullable
-                        else f"        t[{i}] = None if t[{i}] is None else _Decimal(t[{i}])"]
+            converts += [f"        t[{i}] = _Decimal(t[{i}])" if not f.nullable
+                         else f"        t[{i}] = None if t[{i}] is None else _Decimal(t[{i}])"]
     lines = [
         "def to_values(rows):",
         "    out = []",
         "    append = out.append",
         "    for r in rows:",
         *([f"        if {' or '.join(utc)}:", "            return None"] if utc else []),
-        *(["        t = list(_astuple(r))", *numbers, "        append(tuple(t))"] if numbers
+        *(["        t = list(_astuple(r))", *converts, "        append(tuple(t))"] if converts
           else ["        append(_astuple(r))"]),
         "    return out",
     ]

@@ -12,7 +12,8 @@ _TS_RE = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 )
 # The common shape, which PostgreSQL reads exactly as parse_timestamp would (at most microseconds):
-# such values go to COPY as the original text, sparing a datetime object per field.
+# the row-by-row validator returns such values as their original text (staging's binary COPY then makes
+# them datetimes, gatewaydb/binary_copy.py).
 PLAIN_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})\Z")
 
 

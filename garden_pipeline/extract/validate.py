@@ -121,7 +121,7 @@ def _converter(f: Field) -> Callable[[Any], Any]:
                 if plain_utc_timestamp(v):  # the cheapest test first
                     return v
                 if PLAIN_TIMESTAMP.match(v):
-                    parse_timestamp(v)  # the calendar and offset checks; PostgreSQL reads the text alike
+                    parse_timestamp(v)  # the calendar and offset checks; the text names the same instant
                     return v
                 return parse_timestamp(v)
             except ValueError as exc:
@@ -192,8 +192,9 @@ class Validation:
 class RowValidator:
     """Validates and converts one entity's rows into COPY-ready tuples (catalogue field order).
 
-    Values are what COPY needs, not necessarily Python types: a timestamp in the plain RFC 3339
-    shape stays text, which PostgreSQL parses to the same instant.
+    Values are what text COPY needs, not necessarily Python types: a timestamp in the plain RFC 3339
+    shape stays text, which names the same instant. Staging's binary COPY converts the rest
+    (``gatewaydb/binary_copy.py``).
     """
 
     def __init__(self, entity: Entity):
