@@ -27,6 +27,14 @@ from garden_pipeline.extract.runs import compile_run_decoder
 from garden_pipeline.extract.stream import ArrayReader, DocumentHeader, ExtractError, walk_extract
 from garden_pipeline.extract.validate import RowValidator, parse_timestamp
 from garden_pipeline.gatewaydb.binary_copy import binary_converter, copy_types
+from garden_pipeline.gatewaydb.carry_over import (
+    DIGEST,
+    KnownRows,
+    drop_unrepeated,
+    place_carried_duplicates,
+    run_decoder,
+    take_over,
+)
 from garden_pipeline.gatewaydb.sql import columns, ident, sync_table
 from garden_pipeline.gatewaydb.tables import sync_schema
 
@@ -74,6 +82,7 @@ class LandedEntity:
     missing_required: dict[str, int] = field(default_factory=dict)
     absent_optional: dict[str, int] = field(default_factory=dict)
     reject_samples: list[str] = field(default_factory=list)
+    carried: int = 0  # rows kept from the previous full extract's staging table (carry_over)
 
 
 @dataclass
@@ -100,6 +109,7 @@ def _create_stage(cur: psycopg.Cursor, schema: str, entity: Entity, table: str) 
         for c in cols
         if c.name in entity.field_names
     ]
+    defs.append(sql.SQL("{} bytea").format(ident(DIGEST)))
     defs.append(sql.SQL("{} bigint NOT NULL").format(ident(ORDINAL)))
     defs.append(sql.SQL("{} boolean NOT NULL").format(ident(REJECTED)))
     cur.execute(
@@ -143,9 +153,9 @@ class _EntityLoader:
     """Streams one entity array into its staging table, diverting invalid rows."""
 
     def __init__(self, conn: psycopg.Connection, schema: str, run_id: str, entity: Entity, landed: LandedEntity,
-                 record_rejects: bool):
+                 record_rejects: bool, known: KnownRows | None = None):
         self.conn, self.schema, self.run_id, self.entity, self.landed = conn, schema, run_id, entity, landed
-        self.record_rejects = record_rejects
+        self.record_rejects, self.known = record_rejects, known
         self.validator = RowValidator(entity)
         self._rejects: list[tuple] = []
         self._ordinal = 0
@@ -153,20 +163,24 @@ class _EntityLoader:
         self.seen = _SeenIds()
         # The run decoder's values are ready for binary COPY; the row-by-row path leaves some as text.
         self._row_values = binary_converter(entity) or (lambda values: values)
-        self._types = [*copy_types(entity), "bigint", "boolean"]
+        self._types = [*copy_types(entity), "bytea", "bigint", "boolean"]
         self._copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            ident(sync_schema(schema), landed.stage_table), columns((*entity.field_names, ORDINAL, REJECTED))
+            ident(sync_schema(schema), landed.stage_table), columns((*entity.field_names, DIGEST, ORDINAL, REJECTED))
         )
 
     def load(self, rows: ArrayReader) -> None:
         # The hot loop of a landing, a million times per extract. Runs of rows the run decoder took are
-        # valid already; other rows go through the validator's fast path, then its thorough one. The
-        # "id seen" bit set is inlined (a Python call per row cost more than the check itself).
+        # valid already (and carry each row's text digest); other rows go through the validator's fast
+        # path, then its thorough one. A None among a run's items is a row carried over: staged already.
+        # The "id seen" bit set is inlined (a Python call per row cost more than the check itself); when
+        # carrying over, every landed id is a suspect instead, as it may repeat a carried row's id.
         fast, thorough = self.validator.fast, self.validator
         row_values = self._row_values
         bits, mask, suspect = self.seen.bits, _SEEN_BITS - 1, self.seen.suspect
+        known = self.known
         ordinal, fast_valid = self._ordinal, 0
-        runs = rows.runs(_run_decoder(self.entity))
+        decode = _run_decoder(self.entity)
+        runs = rows.runs(run_decoder(decode, known) if decode is not None else None)
         with self.conn.cursor() as cur:
             while True:
                 more = False
@@ -175,7 +189,10 @@ class _EntityLoader:
                     write_row = copy.write_row
                     for decoded, items in runs:
                         if decoded:
+                            items, digests = items
                             fast_valid += len(items)
+                            if known is not None:
+                                known.place(ordinal)
                         else:
                             row = items[0]  # the careful way hands over one element at a time
                             values = fast(row)
@@ -185,17 +202,22 @@ class _EntityLoader:
                                     ordinal += 1
                                     rid = self._reject(row, reason)
                                     if rid is not None:
-                                        write_row((rid, *self._blank, ordinal, True))
+                                        write_row((rid, *self._blank, None, ordinal, True))
                                     if len(self._rejects) >= _REJECT_FLUSH:
                                         more = True
                                         break  # end this COPY to write rejects, then carry on with a new one
                                     continue
                             else:
                                 fast_valid += 1
-                            items = (row_values(values),)
-                        for values in items:
+                            items, digests = (row_values(values),), (None,)
+                        for values, digest in zip(items, digests):
                             ordinal += 1
-                            write_row((*values, ordinal, False))
+                            if values is None:
+                                continue
+                            write_row((*values, digest, ordinal, False))
+                            if known is not None:
+                                suspect(values[0])
+                                continue
                             h = hash(values[0]) & mask
                             bit = 1 << (h & 7)
                             if bits[h >> 3] & bit:
@@ -251,7 +273,7 @@ def insert_rejects(cur: psycopg.Cursor, schema: str, rows: list[tuple]) -> None:
 
 
 def _resolve_duplicates(cur: psycopg.Cursor, schema: str, run_id: str, entity: Entity, landed: LandedEntity,
-                        record_rejects: bool, suspects: set[str] | None) -> None:
+                        record_rejects: bool, suspects: set[str] | None, known: KnownRows | None = None) -> None:
     """Keep, per duplicated id, the occurrence with the latest updated_time (then the last one); reject the rest.
 
     ``suspects`` are the ids the loader may have seen twice (None: check every id); PostgreSQL tells
@@ -266,6 +288,8 @@ def _resolve_duplicates(cur: psycopg.Cursor, schema: str, run_id: str, entity: E
             stage=stage, rejected=ident(REJECTED), only=only), {"ids": list(suspects or ())}).fetchall()]
     if not duplicate_ids:
         return
+    if known is not None:
+        place_carried_duplicates(cur, stage, ORDINAL, duplicate_ids, known)
     cur.execute(
         sql.SQL(
             """
@@ -276,10 +300,10 @@ def _resolve_duplicates(cur: psycopg.Cursor, schema: str, run_id: str, entity: E
                 DELETE FROM {stage} s USING ranked r WHERE s.ctid = r.rid AND r.rn > 1
                 RETURNING s.*
             )
-            SELECT id, to_jsonb(gone) - {ord_name} - {rejected_name} FROM gone
+            SELECT id, to_jsonb(gone) - {ord_name} - {rejected_name} - {digest_name} FROM gone
             """
         ).format(stage=stage, ord=ident(ORDINAL), ord_name=sql.Literal(ORDINAL), rejected=ident(REJECTED),
-                 rejected_name=sql.Literal(REJECTED)),
+                 rejected_name=sql.Literal(REJECTED), digest_name=sql.Literal(DIGEST)),
         {"ids": duplicate_ids},
     )
     dropped = cur.fetchall()
@@ -325,10 +349,15 @@ def land_extract(
         name: LandedEntity(name, stage_table_name(e, batch_id)) for name, e in wanted.items()
     }
     seen_arrays: set[str] = set()
+    known: dict[str, KnownRows] = {}
     with _young_objects_only(), conn.transaction():
         with conn.cursor() as cur:
             for name, e in wanted.items():
                 _create_stage(cur, schema, e, landed[name].stage_table)
+        if mode == "full" and not dry_run:  # an incremental extract is a delta; a dry run keeps what it finds
+            for name, e in wanted.items():
+                if (k := take_over(conn, schema, e, landed[name].stage_table)) is not None:
+                    known[name] = k
 
         def on_array(entity: Entity, rows: ArrayReader) -> None:
             if entity.name not in wanted:
@@ -336,13 +365,20 @@ def land_extract(
             if entity.name in seen_arrays:
                 raise ExtractError(f"the /sync/all body has the '{entity.extract_key}' array twice")
             seen_arrays.add(entity.name)
-            loader = _EntityLoader(conn, schema, run_id, entity, landed[entity.name], record_rejects=not dry_run)
+            le, k = landed[entity.name], known.get(entity.name)
+            loader = _EntityLoader(conn, schema, run_id, entity, le, record_rejects=not dry_run, known=k)
             loader.load(rows)
             with conn.cursor() as cur:
-                _resolve_duplicates(cur, schema, run_id, entity, landed[entity.name], record_rejects=not dry_run,
-                                    suspects=loader.seen.suspects)
+                if k is not None:
+                    drop_unrepeated(cur, schema, le.stage_table, k)
+                    le.carried = k.carried
+                _resolve_duplicates(cur, schema, run_id, entity, le, record_rejects=not dry_run,
+                                    suspects=loader.seen.suspects, known=k)
 
         header: DocumentHeader = walk_extract(chunks, on_array)
+        with conn.cursor() as cur:
+            for name in known.keys() - seen_arrays:  # no array (or null) in this body: nothing to carry over
+                drop_unrepeated(cur, schema, landed[name].stage_table, known[name])
         if not header.generated_at:
             raise ExtractError("the /sync/all body has no 'generated_at'; cannot tell how current it is")
         try:

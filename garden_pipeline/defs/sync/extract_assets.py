@@ -116,6 +116,8 @@ def model_garden_extract(
             "updated_since": since.isoformat() if since else "",
             "batch_id": landed.batch_id,
             "rows": MetadataValue.int(le.rows),
+            # rows staged unchanged from the previous full extract instead of landed again (carry_over)
+            "carried_over": MetadataValue.int(le.carried),
             "rejected": MetadataValue.int(le.rejected),
             "duplicates": MetadataValue.int(le.duplicates),
             "unknown_fields": MetadataValue.json(le.unknown_fields),
