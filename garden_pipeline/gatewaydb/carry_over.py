@@ -115,7 +115,7 @@ class KnownRows:
         return [b[i * DIGEST_BYTES:(i + 1) * DIGEST_BYTES] for i in np.flatnonzero(~self.matched).tolist()]
 
 
-def run_decoder(decode, known: KnownRows | None):
+def with_digests(decode, known: KnownRows | None):
     """Wrap an entity's run decoder: ``(items, digests)`` for a run it takes, else None.
 
     ``items`` has one entry per element, None for a row carried over (already staged); ``digests``

@@ -32,8 +32,8 @@ from garden_pipeline.gatewaydb.carry_over import (
     KnownRows,
     drop_unrepeated,
     place_carried_duplicates,
-    run_decoder,
     take_over,
+    with_digests,
 )
 from garden_pipeline.gatewaydb.sql import columns, ident, sync_table
 from garden_pipeline.gatewaydb.tables import sync_schema
@@ -180,7 +180,7 @@ class _EntityLoader:
         known = self.known
         ordinal, fast_valid = self._ordinal, 0
         decode = _run_decoder(self.entity)
-        runs = rows.runs(run_decoder(decode, known) if decode is not None else None)
+        runs = rows.runs(with_digests(decode, known) if decode is not None else None)
         with self.conn.cursor() as cur:
             while True:
                 more = False
