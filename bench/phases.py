@@ -43,7 +43,7 @@ def explain(conn: psycopg.Connection, min_ms: int) -> None:
 
 def one_pass(url: str, schema: str, path: Path, label: str, explain_ms: int | None = None) -> None:
     run_id = f"{label}-{time.time_ns()}"
-    with connect(url) as conn:  # the pipeline's own session settings (jit off)
+    with connect(url, autocommit=True) as conn:  # as the pipeline connects (jit off, autocommit)
         if explain_ms is not None:
             explain(conn, explain_ms)
         t0 = time.perf_counter()
@@ -57,7 +57,7 @@ def one_pass(url: str, schema: str, path: Path, label: str, explain_ms: int | No
             c = apply_landed(conn, schema, ref, run_id, DeletePolicy(allow_large_delete=True))
             d = time.perf_counter() - s
             total += d
-            print(f"[{label}]   apply {e.name:18s} {d:6.2f} s ins {c.inserted} upd {c.updated} del {c.deleted}")
+            print(f"[{label}]   apply {e.name:18s} {d:6.2f} s ins {c.inserted} upd {c.updated} del {c.deleted} compared {c.compared}")
         print(f"[{label}] apply total {total:.2f} s; all {time.perf_counter() - t0:.2f} s")
 
 

@@ -9,6 +9,7 @@ other's rows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -49,13 +50,28 @@ def redis_client(redis_url_or_file) -> redis.Redis:
     return embedded_redis(Path(file))
 
 
+@contextlib.contextmanager
+def _throwaway_schema(pg_url):
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    try:
+        yield name
+    finally:
+        with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+            conn.execute(f'DROP SCHEMA IF EXISTS "{sync_schema(name)}" CASCADE')
+
+
 @pytest.fixture
 def schema(pg_url):
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    yield name
-    with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        conn.execute(f'DROP SCHEMA IF EXISTS "{sync_schema(name)}" CASCADE')
+    with _throwaway_schema(pg_url) as name:
+        yield name
+
+
+@pytest.fixture
+def other_schema(pg_url):
+    """A second GatewayDB schema, for a test that runs two set-ups side by side."""
+    with _throwaway_schema(pg_url) as name:
+        yield name
 
 
 @pytest.fixture

@@ -27,10 +27,17 @@ import psycopg
 from psycopg import sql
 
 from garden_pipeline.catalogue import Entity, FieldType, by_name
+from garden_pipeline.gatewaydb import untouched
 from garden_pipeline.gatewaydb.connection import advisory_key
 from garden_pipeline.gatewaydb.sql import columns, entity_table, ident, sync_table
 from garden_pipeline.gatewaydb.staging import REJECTED, LandedRef
-from garden_pipeline.gatewaydb.tables import DELETED_COLUMN, SYNCED_COLUMN, VERSION_COLUMN, sync_schema
+from garden_pipeline.gatewaydb.tables import (
+    DELETED_COLUMN,
+    HARD_DELETE_TRIGGER,
+    SYNCED_COLUMN,
+    VERSION_COLUMN,
+    sync_schema,
+)
 
 SAMPLE = 5
 # Compared as text so a re-scaled decimal ("1500.0" -> "1500.00") counts as a change: the gateway
@@ -58,6 +65,7 @@ class EntityCounts:
     stale: int = 0
     seconds: float = 0.0
     dry_run: bool = False
+    compared: int = 0  # extract rows compared with GatewayDB; the rest provably unchanged (untouched.py)
     samples: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -109,7 +117,8 @@ def _check_parents_as_a_set(conn, schema: str, entity: Entity) -> bool:
 
     * the role may set that parameter (a superuser, or on PostgreSQL 15+ after
       ``GRANT SET ON PARAMETER session_replication_role``); otherwise nothing changes;
-    * the table has no triggers of its own (the gateway team's audit or cache triggers must still fire);
+    * the table has no triggers of its own (the gateway team's audit or cache triggers must still fire)
+  besides our hard-delete counter, which fires on DELETE and TRUNCATE only;
     * the parent tables are locked ``IN SHARE MODE`` first, so no parent can be deleted or re-keyed
       between the anti-join and the commit (readers are not blocked; parents' writers are already
       serialised behind the entity locks, which every writer takes in foreign-key order).
@@ -117,8 +126,8 @@ def _check_parents_as_a_set(conn, schema: str, entity: Entity) -> bool:
     if not entity.parents:
         return False
     target = f'"{schema}"."{entity.table}"'
-    if conn.execute("SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal)",
-                    (target,)).fetchone()[0]:
+    if conn.execute("SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal "
+                    "AND tgname <> %s)", (target, HARD_DELETE_TRIGGER)).fetchone()[0]:
         return False
     try:
         with conn.transaction():  # a savepoint: a refused SET must not abort the sync's transaction
@@ -300,15 +309,22 @@ def apply_landed(
     stage = ident(sync_schema(schema), ref.stage_table)
     params = {"v": ref.generated_at}
 
+    # The ledger's reasoning needs this apply's writes to carry its own transaction id: a savepoint inside
+    # someone else's transaction would stamp them with a subtransaction's id (untouched.py).
+    top_level = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with conn.transaction() as tx:
         lock_entity(conn, schema, entity.name)
+        now = untouched.begin(conn, schema, entity) if full and not ref.dry_run and top_level else None
         exists = conn.execute("SELECT to_regclass(%s)", (f'"{sync_schema(schema)}"."{ref.stage_table}"',)).fetchone()
         if not exists or exists[0] is None:
             raise RuntimeError(
                 f"the landed extract for {entity.name} (batch {ref.batch_id}) is no longer staged; "
                 f"materialise extract/{entity.plural} together with gatewaydb/{entity.plural}"
             )
-        absent = _absent(schema, entity, ref.stage_table)
+        # Compare only the rows that may differ, where the apply ledger proves the others untouched.
+        narrowed = now is not None and untouched.candidates(conn, schema, entity, ref.stage_table, ref.batch_id,
+                                                            ref.generated_at, now, ref.rows)
+        absent = _absent(schema, entity, ref.stage_table, narrowed)
         if full and ref.dry_run:
             to_delete, live = delete_preview(conn, schema, entity.name, ref.stage_table, ref.generated_at)
             check_delete_guard(entity, live, to_delete, ref.rows + ref.rejected, policy)
@@ -337,7 +353,8 @@ def apply_landed(
 
         # The extract's rows, all stamped with its generated_at: the state as of that snapshot.
         src = sql.SQL("(SELECT s.*, %(v)s::timestamptz AS _version, 'upsert'::text AS _op FROM {stage} s "
-                      "WHERE NOT s.{rej})").format(stage=stage, rej=ident(REJECTED))
+                      "WHERE NOT s.{rej}{only})").format(stage=stage, rej=ident(REJECTED), only=sql.SQL(
+                          " AND {}").format(untouched.compared("s")) if narrowed else sql.SQL(""))
         written = write_rows(conn, schema, entity, src, params, bump_version=False, dry_run=ref.dry_run,
                              bulk=ref.rows >= BULK_MIN_ROWS)
         counts.inserted, counts.updated = written.inserted, written.updated
@@ -356,10 +373,18 @@ def apply_landed(
                 )
         if conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {t} WHERE {ver} > %(v)s)").format(
                 t=target, ver=ident(VERSION_COLUMN)), params).fetchone()[0]:
-            counts.stale = conn.execute(
-                sql.SQL("SELECT count(*) FROM {src} s JOIN {t} o ON o.id = s.id WHERE o.{ver} > %(v)s")
-                .format(src=src, t=target, ver=ident(VERSION_COLUMN)), params
-            ).fetchone()[0]
+            stale = sql.SQL("SELECT s.id FROM {src} s JOIN {t} o ON o.id = s.id WHERE o.{ver} > %(v)s").format(
+                src=src, t=target, ver=ident(VERSION_COLUMN))
+            counts.stale = conn.execute(sql.SQL("SELECT count(*) FROM ({}) x").format(stale), params).fetchone()[0]
+            if now is not None:
+                untouched.unvouch(conn, schema, ref.stage_table, stale, params, narrowed)
+        if now is not None:
+            untouched.unvouch(conn, schema, ref.stage_table, sql.SQL("SELECT id FROM _garden_orphans"), {}, narrowed)
+            untouched.record(conn, schema, entity, ref.stage_table, ref.batch_id, ref.generated_at, now, narrowed)
+        elif full and not ref.dry_run:
+            untouched.forget(conn, schema, entity.name, ref.batch_id)  # no ledger it could vouch for
+        counts.compared = ref.rows if not narrowed else conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE staged").format(ident(untouched.CANDIDATES))).fetchone()[0]
         counts.unchanged = ref.rows - counts.rejected - counts.inserted - counts.updated - counts.stale
 
         counts.rejected += ref.rejected
@@ -370,26 +395,38 @@ def apply_landed(
     return counts
 
 
-def _absent(schema: str, entity: Entity, stage_table: str) -> sql.Composable:
-    """Live rows of ``t`` older than the extract (%(v)s) and missing from its staging table."""
-    return sql.SQL(
-        "t.{d} IS NULL AND t.{ver} < %(v)s AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.id = t.id)"
-    ).format(d=ident(DELETED_COLUMN), ver=ident(VERSION_COLUMN), stage=ident(sync_schema(schema), stage_table))
+def _absent(schema: str, entity: Entity, stage_table: str, narrowed: bool = False) -> sql.Composable:
+    """Live rows of ``t`` older than the extract (%(v)s) and missing from its staging table.
+
+    ``narrowed``: only candidates can be missing (``untouched``), and they know whether they are staged.
+    """
+    missing = untouched.maybe_absent("t") if narrowed else sql.SQL(
+        "NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.id = t.id)").format(stage=ident(sync_schema(schema), stage_table))
+    return sql.SQL("t.{d} IS NULL AND t.{ver} < %(v)s AND {missing}").format(
+        d=ident(DELETED_COLUMN), ver=ident(VERSION_COLUMN), missing=missing)
 
 
 def delete_preview(conn: psycopg.Connection, schema: str, entity: str, stage_table: str,
-                   generated_at: datetime) -> tuple[int, int]:
-    """(live rows a full apply of this staged extract would tombstone, live rows) - the guard's inputs."""
+                   generated_at: datetime, batch_id: str | None = None) -> tuple[int, int]:
+    """(live rows a full apply of this staged extract would tombstone, live rows) - the guard's inputs.
+
+    With ``batch_id``, the batch's apply ledger may narrow the search to the rows touched since
+    (``untouched``), as the apply itself will.
+    """
     e = by_name(entity)
     target = entity_table(schema, e)
-    # Two statements, not one with count(*) FILTER (... NOT EXISTS ...): inside FILTER the subquery runs
-    # once per row against the unindexed staging table; in WHERE it becomes one hash anti-join.
-    absent = conn.execute(
-        sql.SQL("SELECT count(*) FROM {t} t WHERE {absent}").format(t=target, absent=_absent(schema, e, stage_table)),
-        {"v": generated_at},
-    ).fetchone()[0]
-    live = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {d} IS NULL").format(
-        t=target, d=ident(DELETED_COLUMN))).fetchone()[0]
+    with conn.transaction():
+        narrowed = batch_id is not None and untouched.candidates(
+            conn, schema, e, stage_table, batch_id, generated_at, untouched.begin(conn, schema, e, own_xid=False),
+            0, absent_only=True)
+        # Two statements, not one with count(*) FILTER (... NOT EXISTS ...): inside FILTER the subquery runs
+        # once per row against the unindexed staging table; in WHERE it becomes one hash anti-join.
+        absent = conn.execute(
+            sql.SQL("SELECT count(*) FROM {t} t WHERE {absent}").format(
+                t=target, absent=_absent(schema, e, stage_table, narrowed)), {"v": generated_at},
+        ).fetchone()[0]
+        live = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {d} IS NULL").format(
+            t=target, d=ident(DELETED_COLUMN))).fetchone()[0]
     return absent, live
 
 

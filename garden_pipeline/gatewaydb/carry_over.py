@@ -28,10 +28,10 @@ from psycopg import sql
 
 from garden_pipeline.catalogue import Entity
 from garden_pipeline.extract.row_digests import DIGEST_BYTES, digests, split_run
+from garden_pipeline.gatewaydb import untouched
 from garden_pipeline.gatewaydb.sql import ident, sync_table
+from garden_pipeline.gatewaydb.tables import DIGEST_COLUMN as DIGEST
 from garden_pipeline.gatewaydb.tables import sync_schema
-
-DIGEST = "_digest"  # staging column: the row's text digest, NULL where the row may not be carried over
 
 NEW, TWIN = -1, -2  # KnownRows.match: a row to land with its digest / without (it repeats a carried row)
 
@@ -157,8 +157,12 @@ def _layout(conn: psycopg.Connection, table: str) -> list[tuple]:
         "AND NOT attisdropped ORDER BY attnum", (table,)).fetchall()
 
 
-def take_over(conn: psycopg.Connection, schema: str, entity: Entity, new_table: str) -> KnownRows | None:
+def take_over(conn: psycopg.Connection, schema: str, entity: Entity, new_table: str,
+              new_batch: str) -> KnownRows | None:
     """Make the newest applied full extract's staging table ``new_table``, keeping its carriable rows.
+
+    Its apply ledger moves to ``new_batch`` with it (``untouched``), so the next apply may skip the rows
+    nobody touched since.
 
     Must run inside the landing's transaction, after ``new_table`` was created empty. None (and nothing
     changed) when there is no such table, someone holds it, or its columns are not the new table's.
@@ -185,19 +189,25 @@ def take_over(conn: psycopg.Connection, schema: str, entity: Entity, new_table: 
             conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(old, ident(new_table)))
             conn.execute(sql.SQL("DELETE FROM {} WHERE batch_id = %s AND entity = %s").format(
                 sync_table(schema, "landed_extracts")), (row[0], entity.name))
+            untouched.carry_ledger(conn, schema, entity.name, row[0], new_batch)
             known = KnownRows(bytes(blob or b""))
     except psycopg.errors.LockNotAvailable:
         return None
     return known
 
 
-def drop_unrepeated(cur: psycopg.Cursor, schema: str, table: str, known: KnownRows) -> int:
-    """Delete the taken-over rows this extract no longer has (changed or gone); before duplicates are judged."""
+def drop_unrepeated(cur: psycopg.Cursor, schema: str, entity: str, batch_id: str, table: str,
+                    known: KnownRows) -> int:
+    """Delete the taken-over rows this extract no longer has (changed or gone); before duplicates are judged.
+
+    Their ids go to the apply ledger's ``gone``: rows the next apply must consider for tombstoning.
+    """
     gone = known.unrepeated()
     if not gone:
         return 0
-    return cur.execute(sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(
-        ident(sync_schema(schema), table), ident(DIGEST)), (gone,)).rowcount
+    return untouched.note_gone(cur, schema, entity, batch_id, sql.SQL(
+        "DELETE FROM {} WHERE {} = ANY(%(digests)s) RETURNING id").format(
+        ident(sync_schema(schema), table), ident(DIGEST)), {"digests": gone})
 
 
 def place_carried_duplicates(cur: psycopg.Cursor, stage: sql.Composable, ordinal: str, ids: list[str],

@@ -27,6 +27,7 @@ from garden_pipeline.extract.runs import compile_run_decoder
 from garden_pipeline.extract.stream import ArrayReader, DocumentHeader, ExtractError, walk_extract
 from garden_pipeline.extract.validate import RowValidator, parse_timestamp
 from garden_pipeline.gatewaydb.binary_copy import binary_converter, copy_types
+from garden_pipeline.gatewaydb import untouched
 from garden_pipeline.gatewaydb.carry_over import (
     DIGEST,
     KnownRows,
@@ -356,7 +357,7 @@ def land_extract(
                 _create_stage(cur, schema, e, landed[name].stage_table)
         if mode == "full" and not dry_run:  # an incremental extract is a delta; a dry run keeps what it finds
             for name, e in wanted.items():
-                if (k := take_over(conn, schema, e, landed[name].stage_table)) is not None:
+                if (k := take_over(conn, schema, e, landed[name].stage_table, batch_id)) is not None:
                     known[name] = k
 
         def on_array(entity: Entity, rows: ArrayReader) -> None:
@@ -370,7 +371,7 @@ def land_extract(
             loader.load(rows)
             with conn.cursor() as cur:
                 if k is not None:
-                    drop_unrepeated(cur, schema, le.stage_table, k)
+                    drop_unrepeated(cur, schema, entity.name, batch_id, le.stage_table, k)
                     le.carried = k.carried
                 _resolve_duplicates(cur, schema, run_id, entity, le, record_rejects=not dry_run,
                                     suspects=loader.seen.suspects, known=k)
@@ -378,7 +379,7 @@ def land_extract(
         header: DocumentHeader = walk_extract(chunks, on_array)
         with conn.cursor() as cur:
             for name in known.keys() - seen_arrays:  # no array (or null) in this body: nothing to carry over
-                drop_unrepeated(cur, schema, landed[name].stage_table, known[name])
+                drop_unrepeated(cur, schema, name, batch_id, landed[name].stage_table, known[name])
         if not header.generated_at:
             raise ExtractError("the /sync/all body has no 'generated_at'; cannot tell how current it is")
         try:
@@ -465,6 +466,7 @@ def drop_stale_stages(conn: psycopg.Connection, schema: str, entity: str, keep: 
             conn.execute(
                 sql.SQL("DELETE FROM {} WHERE batch_id = %s AND entity = %s").format(table), (batch_id, entity)
             )
+            untouched.forget(conn, schema, entity, batch_id)
     return len(rows)
 
 

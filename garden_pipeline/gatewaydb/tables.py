@@ -25,6 +25,10 @@ _SA_TYPES = {
 VERSION_COLUMN = "source_ts"  # Model Garden time of the state held: event timestamp or extract generated_at
 SYNCED_COLUMN = "synced_at"  # when the pipeline last wrote the row
 DELETED_COLUMN = "deleted_at"  # tombstone; set when Model Garden deleted the entity
+# Staging column: the row's text digest, NULL where the row may not be carried over (gatewaydb/carry_over.py).
+DIGEST_COLUMN = "_digest"
+# Statement trigger on every entity table counting hard deletes (migration 0004, gatewaydb/untouched.py).
+HARD_DELETE_TRIGGER = "garden_hard_deletes"
 
 
 def sync_schema(schema: str) -> str:
@@ -86,6 +90,28 @@ def _sync_tables(metadata: sa.MetaData, schema: str) -> None:
         sa.Column("landed_at", ts(), nullable=False, server_default=sa.func.now()),
         sa.Column("applied_at", ts()),
         sa.Index("ix_landed_extracts_entity", "entity", "landed_at"),
+        schema=schema,
+    )
+    sa.Table(
+        "apply_ledger",
+        metadata,
+        sa.Column("batch_id", sa.Text, primary_key=True),
+        sa.Column("entity", sa.Text, primary_key=True),
+        sa.Column("generated_at", ts(), nullable=False, comment="the applied full extract's generated_at"),
+        sa.Column("apply_xid", sa.BigInteger, nullable=False, comment="xid8 of the transaction that applied it"),
+        sa.Column("snap_xmin", sa.BigInteger, nullable=False, comment="xmin of that transaction's first snapshot"),
+        sa.Column("hard_deletes", sa.BigInteger, nullable=False, comment="hard_deletes.n as of that snapshot"),
+        sa.Column("unlisted", pg.ARRAY(sa.Text), comment="live ids the staging table does not vouch for; "
+                  "NULL: too many to list"),
+        sa.Column("land_snap_xmin", sa.BigInteger, comment="set when a landing took the staging table over"),
+        sa.Column("gone", pg.ARRAY(sa.Text), comment="ids that landing deleted from the taken-over table"),
+        schema=schema,
+    )
+    sa.Table(
+        "hard_deletes",
+        metadata,
+        sa.Column("entity", sa.Text, primary_key=True),
+        sa.Column("n", sa.BigInteger, nullable=False, comment="DELETE/TRUNCATE statements on the entity table"),
         schema=schema,
     )
     sa.Table(

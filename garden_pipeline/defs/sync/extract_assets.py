@@ -150,7 +150,7 @@ def _check_results(context, gateway_db, name, le, landed, config, thresholds):
                 previous = md["rows"].value
             with gateway_db.connect() as conn:
                 would_delete, live = delete_preview(conn, gateway_db.db_schema, name, le.stage_table,
-                                                    landed.generated_at)
+                                                    landed.generated_at, landed.batch_id)
             trips = delete_guard_error(by_name(name), live, would_delete, le.rows + le.rejected,
                                        DeletePolicy(max_fraction=_DEFAULT_FRACTION)) is not None
         yield to_result(volume_drift(le.rows, previous, thresholds.volume_change, would_delete, live, trips),

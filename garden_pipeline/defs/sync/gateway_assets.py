@@ -30,6 +30,8 @@ def counts_metadata(c: EntityCounts, watermark: str) -> dict:
         "unchanged": MetadataValue.int(c.unchanged),
         "rejected": MetadataValue.int(c.rejected),
         "stale": MetadataValue.int(c.stale),
+        # rows compared with GatewayDB; the others were provably untouched since the last full apply
+        "compared": MetadataValue.int(c.compared),
         "duration_s": MetadataValue.float(round(c.seconds, 3)),
         "rows_per_s": MetadataValue.float(round(rows / c.seconds, 1) if c.seconds > 0 else 0.0),
         "watermark": watermark,

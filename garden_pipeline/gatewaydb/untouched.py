@@ -1,0 +1,241 @@
+"""Rows nobody touched since the last full apply: what lets a full apply compare only the rest.
+
+A full apply brings GatewayDB up to the whole extract, comparing every staged row, because that is what
+repairs a manual edit. When the landing carried most rows over (``carry_over``), those rows are byte for
+byte what the previous full extract staged; if GatewayDB's copy of them is also untouched since that
+extract was applied, comparing them again can only find them equal. At a million rows that was most of
+a no-change sync's apply (three 450k-row hash joins per big entity).
+
+So every full apply records a ledger row for its batch (``<schema>_sync.apply_ledger``): its
+transaction id, the xmin of its first snapshot, the hard-delete count, and the live ids its staging
+table does not vouch for (``unlisted``: rows newer than the extract, orphans, stale or rejected rows,
+rows landed one by one). A landing that takes the staging table over re-keys that row to the new batch
+and adds the ids it deleted as no longer in the extract (``gone``). The next apply then compares only
+the *candidates*:
+
+* staged rows the landing wrote (their ``xmin`` is not older than the landing's first snapshot);
+* GatewayDB rows whose ``xmin`` is neither the last apply's transaction nor older than its first
+  snapshot: anything written since, by events, repair, another batch or by hand;
+* the ``unlisted`` and ``gone`` ids, and the children of parents that stopped being live since.
+
+Why the rest is provably unchanged: a row version's ``xmin`` only comes from the transaction that wrote
+it, so a row whose ``xmin`` is older than the last apply's snapshot was seen by that apply's compare,
+and the apply either wrote it (``xmin`` = its own id) or found it equal. What ``xmin`` cannot show is a
+row that is no longer there: a statement trigger counts DELETE and TRUNCATE statements (migration
+0004), and a changed count (of the entity or a parent) means compare everything. Everything unsure
+counts as touched: a row whose ``xmin`` reads 2 (a frozen row on servers older than 9.4; since then a
+frozen row keeps its writer's id, and a writer older than 2^31 transactions is older than any ledger
+this trusts, so comparing its id modulo 2^32 can only err towards "touched"), rows of transactions still running at a
+snapshot, a ledger older than a billion transactions, an extract older than the ledger's, a missing or
+disabled trigger, or more candidates than half the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+from garden_pipeline.catalogue import Entity, by_name
+from garden_pipeline.gatewaydb.sql import entity_table, ident, sync_table
+from garden_pipeline.gatewaydb.tables import DELETED_COLUMN, HARD_DELETE_TRIGGER, VERSION_COLUMN, sync_schema
+from garden_pipeline.gatewaydb.tables import DIGEST_COLUMN as DIGEST
+
+CANDIDATES = "_garden_candidates"  # temp table: (id, staged, vouched) of the rows this apply compares
+MAX_LISTED = 100_000  # beyond this many unlisted or gone ids the ledger says "unknown": compare everything
+MAX_XID_AGE = 1_000_000_000  # 32-bit xmin comparisons (age()) stay exact far below 2^31 transactions
+_FROZEN = sql.SQL("'2'::xid")  # what xmin reads on a frozen row: its writer is no longer known
+
+
+@dataclass(frozen=True)
+class ApplySnapshot:
+    """This apply's own transaction id, first snapshot xmin and hard-delete count (entity + parents)."""
+
+    xid: int
+    snap_xmin: int
+    hard_deletes: int
+
+
+@dataclass(frozen=True)
+class Ledger:
+    generated_at: datetime
+    apply_xid: int
+    snap_xmin: int
+    hard_deletes: int
+    unlisted: list[str] | None
+    land_snap_xmin: int | None
+    gone: list[str] | None
+
+
+def _watched(entity: Entity) -> list[str]:
+    return [entity.name, *sorted(set(entity.parents.values()))]
+
+
+def begin(conn: psycopg.Connection, schema: str, entity: Entity, own_xid: bool = True) -> ApplySnapshot:
+    """Take this apply's snapshot; must be its first statement after the entity lock (one statement, so
+    the hard-delete count is read as of exactly that snapshot). Without ``own_xid`` (a read-only preview)
+    ``xid`` is the snapshot's xmax, only good for judging how old a ledger is."""
+    xid = "pg_current_xact_id()" if own_xid else "pg_snapshot_xmax(pg_current_snapshot())"
+    row = conn.execute(
+        sql.SQL("SELECT " + xid + "::text::bigint, pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
+                "(SELECT COALESCE(sum(n), 0)::bigint FROM {h} WHERE entity = ANY(%s))").format(
+            h=sync_table(schema, "hard_deletes")), (_watched(entity),)).fetchone()
+    return ApplySnapshot(*row)
+
+
+def read_ledger(conn: psycopg.Connection, schema: str, entity: str, batch_id: str) -> Ledger | None:
+    row = conn.execute(
+        sql.SQL("SELECT generated_at, apply_xid, snap_xmin, hard_deletes, unlisted, land_snap_xmin, gone "
+                "FROM {} WHERE batch_id = %s AND entity = %s").format(sync_table(schema, "apply_ledger")),
+        (batch_id, entity)).fetchone()
+    return Ledger(*row) if row else None
+
+
+def _clean(alias: str, ledger_xid: bool) -> sql.Composable:
+    """Row ``alias`` provably unwritten since the ledger's apply (params %(a)s, %(snap)s)."""
+    own = sql.SQL("{a}.xmin = xid(%(a)s::text::xid8) OR ").format(a=ident(alias)) if ledger_xid else sql.SQL("")
+    return sql.SQL("({own}({a}.xmin <> {frozen} AND age({a}.xmin) > age(xid(%(snap)s::text::xid8))))").format(
+        own=own, a=ident(alias), frozen=_FROZEN)
+
+
+def _usable(conn, schema: str, entity: Entity, generated_at: datetime, ledger: Ledger | None,
+            now: ApplySnapshot) -> bool:
+    if ledger is None or ledger.unlisted is None or ledger.gone is None or ledger.land_snap_xmin is None:
+        return False
+    if generated_at < ledger.generated_at or now.hard_deletes != ledger.hard_deletes:
+        return False
+    if now.xid - min(ledger.snap_xmin, ledger.land_snap_xmin) > MAX_XID_AGE:
+        return False
+    tables = [f'"{schema}"."{by_name(n).table}"' for n in _watched(entity)]
+    armed = conn.execute(
+        "SELECT count(*) FROM pg_trigger WHERE tgname = %s AND tgenabled = 'A' AND tgrelid = ANY(%s::regclass[])",
+        (HARD_DELETE_TRIGGER, tables)).fetchone()[0]
+    return armed == len(tables)
+
+
+def candidates(conn: psycopg.Connection, schema: str, entity: Entity, stage_table: str, batch_id: str,
+               generated_at: datetime, now: ApplySnapshot, rows: int, absent_only: bool = False) -> bool:
+    """Fill temp table ``_garden_candidates`` with the ids this apply must compare; False: compare all.
+
+    ``absent_only``: only what a tombstoning could touch (the delete preview), not the staged rows.
+    """
+    ledger = read_ledger(conn, schema, entity.name, batch_id)
+    if not _usable(conn, schema, entity, generated_at, ledger, now):
+        return False
+    conn.execute(f"DROP TABLE IF EXISTS pg_temp.{CANDIDATES}")
+    conn.execute(f"CREATE TEMP TABLE {CANDIDATES} (id text, staged boolean NOT NULL DEFAULT false, "
+                 "vouched boolean NOT NULL DEFAULT false) ON COMMIT DROP")
+    stage, target = ident(sync_schema(schema), stage_table), entity_table(schema, entity)
+    params = {"a": str(ledger.apply_xid), "snap": str(ledger.snap_xmin), "land": str(ledger.land_snap_xmin),
+              "listed": [*ledger.unlisted, *ledger.gone]}
+    parts = [
+        sql.SQL("SELECT o.id FROM {t} o WHERE NOT {clean}").format(t=target, clean=_clean("o", True)),
+        sql.SQL("SELECT unnest(%(listed)s::text[])"),
+    ]
+    if not absent_only:
+        # Staged by this landing, not carried over: written by a transaction no older than its first snapshot.
+        parts.append(sql.SQL("SELECT s.id FROM {s} s WHERE s.xmin = {frozen} OR age(s.xmin) <= "
+                             "age(xid(%(land)s::text::xid8))").format(s=stage, frozen=_FROZEN))
+        for col, parent in entity.parents.items():
+            # A carried row whose parent stopped being live since: the compare must reject it again.
+            parts.append(sql.SQL(
+                "SELECT s.id FROM {s} s WHERE s.{c} IN (SELECT p.id FROM {p} p WHERE p.{d} IS NOT NULL "
+                "AND NOT {clean})").format(s=stage, c=ident(col), p=entity_table(schema, by_name(parent)),
+                                           d=ident(DELETED_COLUMN), clean=_clean("p", False)))
+    n = conn.execute(sql.SQL("INSERT INTO {c} (id) {union}").format(
+        c=ident(CANDIDATES), union=sql.SQL(" UNION ").join(parts)), params).rowcount
+    if not absent_only and n > rows // 2:
+        conn.execute(f"DROP TABLE pg_temp.{CANDIDATES}")  # most rows changed: one full compare is cheaper
+        return False
+    # Which candidates are staged, and with a digest: the small table drives one scan of the staged rows.
+    conn.execute(sql.SQL("ANALYZE {}").format(ident(CANDIDATES)))
+    conn.execute(sql.SQL("UPDATE {c} c SET staged = true, vouched = s.{d} IS NOT NULL FROM {s} s "
+                         "WHERE s.id = c.id").format(c=ident(CANDIDATES), s=stage, d=ident(DIGEST)))
+    return True
+
+
+def compared(alias: str) -> sql.Composable:
+    """Condition on staged row ``alias``: among the candidates (a staged row this apply compares)."""
+    return sql.SQL("{a}.id IN (SELECT id FROM {c} WHERE staged)").format(a=ident(alias), c=ident(CANDIDATES))
+
+
+def maybe_absent(alias: str) -> sql.Composable:
+    """Condition on GatewayDB row ``alias``: a candidate the extract does not have."""
+    return sql.SQL("{a}.id IN (SELECT id FROM {c} WHERE NOT staged)").format(a=ident(alias), c=ident(CANDIDATES))
+
+
+def unvouch(conn: psycopg.Connection, schema: str, stage_table: str, ids: sql.Composable, params: dict,
+            narrowed: bool) -> None:
+    """Clear the digests of staged rows GatewayDB does not hold as staged (orphans, stale rows): the next
+    landing stages them anew instead of carrying them, so the next apply compares them again."""
+    unset = sql.SQL("UPDATE {s} s SET {d} = NULL WHERE s.{d} IS NOT NULL AND s.id IN ({ids}) RETURNING s.id").format(
+        s=ident(sync_schema(schema), stage_table), d=ident(DIGEST), ids=ids)
+    if narrowed:
+        unset = sql.SQL("WITH u AS ({unset}) UPDATE {c} SET vouched = false WHERE id IN (SELECT id FROM u)").format(
+            unset=unset, c=ident(CANDIDATES))
+    conn.execute(unset, params)
+
+
+def record(conn: psycopg.Connection, schema: str, entity: Entity, stage_table: str, batch_id: str,
+           generated_at: datetime, now: ApplySnapshot, narrowed: bool) -> None:
+    """Write this apply's ledger row: run last in the apply's transaction, after every write and ``unvouch``.
+
+    ``unlisted``: live rows the staging table does not vouch for (no row, or no digest). After the
+    tombstoning, a live row missing from the extract is one newer than it, or of its own version but
+    written by someone else. When the apply compared only candidates, only they can be unlisted.
+    """
+    stage, target = ident(sync_schema(schema), stage_table), entity_table(schema, entity)
+    d, ver = ident(DELETED_COLUMN), ident(VERSION_COLUMN)
+    params = {"v": generated_at, "me": str(now.xid), "max": MAX_LISTED + 1}
+    if narrowed:
+        listed = sql.SQL(
+            "SELECT c.id FROM {c} c JOIN {t} t ON t.id = c.id AND t.{d} IS NULL WHERE NOT (c.staged AND c.vouched)"
+        ).format(c=ident(CANDIDATES), t=target, d=d)
+    else:
+        newer = sql.SQL("SELECT t.id FROM {t} t WHERE t.{d} IS NULL AND (t.{ver} > %(v)s OR (t.{ver} = %(v)s "
+                        "AND t.xmin <> xid(%(me)s::text::xid8)))").format(t=target, d=d, ver=ver)
+        listed = sql.SQL(
+            "({newer} EXCEPT SELECT s.id FROM {s} s WHERE s.{dg} IS NOT NULL AND s.id IN ({newer})) "
+            "UNION SELECT s.id FROM {s} s JOIN {t} t ON t.id = s.id AND t.{d} IS NULL WHERE s.{dg} IS NULL").format(
+            newer=newer, s=stage, dg=ident(DIGEST), t=target, d=d)
+    ids = [r[0] for r in conn.execute(sql.SQL("SELECT id FROM ({}) u LIMIT %(max)s").format(listed), params)]
+    conn.execute(
+        sql.SQL("INSERT INTO {l} (batch_id, entity, generated_at, apply_xid, snap_xmin, hard_deletes, unlisted) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (batch_id, entity) DO UPDATE SET "
+                "generated_at = EXCLUDED.generated_at, apply_xid = EXCLUDED.apply_xid, snap_xmin = EXCLUDED.snap_xmin, "
+                "hard_deletes = EXCLUDED.hard_deletes, unlisted = EXCLUDED.unlisted, land_snap_xmin = NULL, gone = NULL"
+                ).format(l=sync_table(schema, "apply_ledger")),
+        (batch_id, entity.name, generated_at, now.xid, now.snap_xmin, now.hard_deletes,
+         ids if len(ids) <= MAX_LISTED else None))
+
+
+def carry_ledger(conn: psycopg.Connection, schema: str, entity: str, old_batch: str, new_batch: str) -> None:
+    """A landing took ``old_batch``'s staging table over: its ledger now speaks for ``new_batch``.
+
+    ``land_snap_xmin`` is read in the landing's transaction after it created its tables (so it holds an
+    id): every row the landing stages from here on has an ``xmin`` no older than it.
+    """
+    conn.execute(
+        sql.SQL("UPDATE {l} SET batch_id = %s, land_snap_xmin = pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
+                "gone = '{{}}' WHERE batch_id = %s AND entity = %s").format(l=sync_table(schema, "apply_ledger")),
+        (new_batch, old_batch, entity))
+
+
+def note_gone(cur: psycopg.Cursor, schema: str, entity: str, batch_id: str, deleted: sql.Composable,
+              params: dict) -> int:
+    """Run ``deleted`` (a DELETE ... RETURNING id on the taken-over table) and add its ids to the ledger's
+    ``gone``; past MAX_LISTED ids the ledger says "unknown" (NULL)."""
+    row = cur.execute(sql.SQL(
+        "WITH d AS ({deleted}), n AS (SELECT count(*) AS n FROM d), u AS (UPDATE {l} SET gone = CASE "
+        "WHEN gone IS NULL OR cardinality(gone) + (SELECT n FROM n) > %(max)s THEN NULL "
+        "ELSE gone || ARRAY(SELECT id FROM d) END WHERE batch_id = %(batch)s AND entity = %(entity)s) "
+        "SELECT n FROM n").format(deleted=deleted, l=sync_table(schema, "apply_ledger")),
+        {**params, "max": MAX_LISTED, "batch": batch_id, "entity": entity}).fetchone()
+    return row[0]
+
+
+def forget(conn: psycopg.Connection, schema: str, entity: str, batch_id: str) -> None:
+    conn.execute(sql.SQL("DELETE FROM {} WHERE batch_id = %s AND entity = %s").format(
+        sync_table(schema, "apply_ledger")), (batch_id, entity))
