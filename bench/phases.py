@@ -1,6 +1,6 @@
 """Where a full sync spends its time, phase by phase, without Dagster: landing, then each entity's apply.
 
-    GATEWAY_DB_URL=... .venv/bin/python bench/phases.py EXTRACT_FILE [--explain] [--repeat]
+    GATEWAY_DB_URL=... .venv/bin/python bench/phases.py EXTRACT_FILE [--explain MS] [--repeat] [--then EXTRACT]
 
 Reads the extract from a file (so the source's speed is out of the picture), lands it, applies every
 entity in catalogue order and prints seconds per phase. --repeat runs the same extract again (no-change);
@@ -65,6 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("extract", type=Path)
     ap.add_argument("--repeat", action="store_true")
+    ap.add_argument("--then", type=Path, metavar="EXTRACT", help="after the first sync, sync this extract (a change)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--explain", type=int, metavar="MS", help="print plans of statements slower than MS")
     args = ap.parse_args()
@@ -75,6 +76,8 @@ def main() -> None:
         one_pass(url, schema, args.extract, "empty", args.explain)
         if args.repeat:
             one_pass(url, schema, args.extract, "nochange", args.explain)
+        if args.then:
+            one_pass(url, schema, args.then, "then", args.explain)
     finally:
         if not args.keep:
             drop_schema(url, schema)

@@ -266,6 +266,10 @@ def write_rows(
         result.inserted = conn.execute(upsert, p).rowcount
         result.samples["inserted"] = [r[0] for r in conn.execute(
             sql.SQL("SELECT id FROM {t} ORDER BY id LIMIT {n}").format(t=target, n=sql.Literal(SAMPLE)))]
+        # The planner's statistics still describe an empty table, and autovacuum may take a minute to notice:
+        # the next sync's joins would be planned for a handful of rows (a hash of the whole table where an
+        # index probe of a few thousand would do). Sampling 30k rows costs about 50 ms.
+        conn.execute(sql.SQL("ANALYZE {t}").format(t=target))
     else:
         _tally(conn, sql.SQL(
             """{upsert}
@@ -325,6 +329,7 @@ def apply_landed(
         narrowed = now is not None and untouched.candidates(conn, schema, entity, ref.stage_table, ref.batch_id,
                                                             ref.generated_at, now, ref.rows)
         absent = _absent(schema, entity, ref.stage_table, narrowed)
+        probes = untouched.count_candidates(conn) if narrowed else ref.rows
         if full and ref.dry_run:
             to_delete, live = delete_preview(conn, schema, entity.name, ref.stage_table, ref.generated_at)
             check_delete_guard(entity, live, to_delete, ref.rows + ref.rejected, policy)
@@ -339,24 +344,26 @@ def apply_landed(
             # rows it touches are all absent from the extract, so the upserts below never see them.
             live = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {d} IS NULL").format(
                 t=target, d=ident(DELETED_COLUMN))).fetchone()[0]
-            counts.deleted, del_s = conn.execute(
-                sql.SQL(
-                    "WITH d AS (UPDATE {t} t SET {d} = %(v)s, {ver} = %(v)s, {synced} = now() WHERE {absent} "
-                    "RETURNING t.id) SELECT count(*), ARRAY(SELECT id FROM d ORDER BY id LIMIT {n}) FROM d"
-                ).format(t=target, d=ident(DELETED_COLUMN), ver=ident(VERSION_COLUMN),
-                         synced=ident(SYNCED_COLUMN), absent=absent, n=sql.Literal(SAMPLE)),
-                params,
-            ).fetchone()
+            with untouched.index_probes(conn, probes, ref.rows):
+                counts.deleted, del_s = conn.execute(
+                    sql.SQL(
+                        "WITH d AS (UPDATE {t} t SET {d} = %(v)s, {ver} = %(v)s, {synced} = now() WHERE {absent} "
+                        "RETURNING t.id) SELECT count(*), ARRAY(SELECT id FROM d ORDER BY id LIMIT {n}) FROM d"
+                    ).format(t=target, d=ident(DELETED_COLUMN), ver=ident(VERSION_COLUMN),
+                             synced=ident(SYNCED_COLUMN), absent=absent, n=sql.Literal(SAMPLE)),
+                    params,
+                ).fetchone()
             check_delete_guard(entity, live, counts.deleted, ref.rows + ref.rejected, policy)
         if full and del_s:
             counts.samples["deleted"] = list(del_s)
 
         # The extract's rows, all stamped with its generated_at: the state as of that snapshot.
         src = sql.SQL("(SELECT s.*, %(v)s::timestamptz AS _version, 'upsert'::text AS _op FROM {stage} s "
-                      "WHERE NOT s.{rej}{only})").format(stage=stage, rej=ident(REJECTED), only=sql.SQL(
-                          " AND {}").format(untouched.compared("s")) if narrowed else sql.SQL(""))
-        written = write_rows(conn, schema, entity, src, params, bump_version=False, dry_run=ref.dry_run,
-                             bulk=ref.rows >= BULK_MIN_ROWS)
+                      "WHERE NOT s.{rej})").format(stage=untouched.staged_rows() if narrowed else stage,
+                                                   rej=ident(REJECTED))
+        with untouched.index_probes(conn, probes, ref.rows):
+            written = write_rows(conn, schema, entity, src, params, bump_version=False, dry_run=ref.dry_run,
+                                 bulk=ref.rows >= BULK_MIN_ROWS)
         counts.inserted, counts.updated = written.inserted, written.updated
         counts.samples.update(written.samples)
         if written.orphans:
@@ -380,7 +387,8 @@ def apply_landed(
                 untouched.unvouch(conn, schema, ref.stage_table, stale, params, narrowed)
         if now is not None:
             untouched.unvouch(conn, schema, ref.stage_table, sql.SQL("SELECT id FROM _garden_orphans"), {}, narrowed)
-            untouched.record(conn, schema, entity, ref.stage_table, ref.batch_id, ref.generated_at, now, narrowed)
+            untouched.record(conn, schema, entity, ref.stage_table, ref.batch_id, ref.generated_at, now, narrowed,
+                             ref.rows)
         elif full and not ref.dry_run:
             untouched.forget(conn, schema, entity.name, ref.batch_id)  # no ledger it could vouch for
         counts.compared = ref.rows if not narrowed else conn.execute(

@@ -350,15 +350,12 @@ def land_extract(
         name: LandedEntity(name, stage_table_name(e, batch_id)) for name, e in wanted.items()
     }
     seen_arrays: set[str] = set()
-    known: dict[str, KnownRows] = {}
+    # An incremental extract is a delta, and a dry run keeps what it finds: neither takes a table over.
+    carry = mode == "full" and not dry_run
     with _young_objects_only(), conn.transaction():
         with conn.cursor() as cur:
             for name, e in wanted.items():
                 _create_stage(cur, schema, e, landed[name].stage_table)
-        if mode == "full" and not dry_run:  # an incremental extract is a delta; a dry run keeps what it finds
-            for name, e in wanted.items():
-                if (k := take_over(conn, schema, e, landed[name].stage_table, batch_id)) is not None:
-                    known[name] = k
 
         def on_array(entity: Entity, rows: ArrayReader) -> None:
             if entity.name not in wanted:
@@ -366,7 +363,10 @@ def land_extract(
             if entity.name in seen_arrays:
                 raise ExtractError(f"the /sync/all body has the '{entity.extract_key}' array twice")
             seen_arrays.add(entity.name)
-            le, k = landed[entity.name], known.get(entity.name)
+            le = landed[entity.name]
+            # Taken over when its array starts, let go when it ends: one entity's digests in memory at a time.
+            # An absent array takes nothing: its new table stays empty and the old batch stays as it was.
+            k = take_over(conn, schema, entity, le.stage_table, batch_id) if carry else None
             loader = _EntityLoader(conn, schema, run_id, entity, le, record_rejects=not dry_run, known=k)
             loader.load(rows)
             with conn.cursor() as cur:
@@ -377,9 +377,6 @@ def land_extract(
                                     suspects=loader.seen.suspects, known=k)
 
         header: DocumentHeader = walk_extract(chunks, on_array)
-        with conn.cursor() as cur:
-            for name in known.keys() - seen_arrays:  # no array (or null) in this body: nothing to carry over
-                drop_unrepeated(cur, schema, name, batch_id, landed[name].stage_table, known[name])
         if not header.generated_at:
             raise ExtractError("the /sync/all body has no 'generated_at'; cannot tell how current it is")
         try:
