@@ -10,6 +10,7 @@ entity in catalogue order and prints seconds per phase. --repeat runs the same e
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,8 @@ def one_pass(url: str, schema: str, path: Path, label: str, explain_ms: int | No
             d = time.perf_counter() - s
             total += d
             print(f"[{label}]   apply {e.name:18s} {d:6.2f} s ins {c.inserted} upd {c.updated} del {c.deleted} compared {c.compared}")
-        print(f"[{label}] apply total {total:.2f} s; all {time.perf_counter() - t0:.2f} s")
+        print(f"[{label}] apply total {total:.2f} s; all {time.perf_counter() - t0:.2f} s; "
+              f"peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
 def main() -> None:

@@ -153,3 +153,24 @@ def test_hard_deletes_are_counted_even_for_replicas(pg_url, schema, db):
         db.execute(f"DELETE FROM {table}")
         db.execute(f"TRUNCATE {table} CASCADE")
     assert db.execute(counter).fetchone()[0] == 3
+
+
+def test_an_apply_inside_another_transaction_leaves_no_ledger(pg_url, schema, db):
+    # Its writes carry a subtransaction's id, not the one a ledger would name: the next apply compares all.
+    migrate.upgrade(pg_url, schema)
+    state = ModelGardenState(scale=2_000, seed=8)
+    rows = {e.name: [dict(r) for r in state.rows(e.name)] for e in CATALOGUE}
+    _sync(pg_url, schema, "first", _body(rows, START))
+    ledger = f'SELECT count(*) FROM "{sync_schema(schema)}".apply_ledger'
+    assert db.execute(ledger).fetchone()[0] == len(CATALOGUE)
+    with connect(pg_url) as conn:  # not autocommit: everything below is one outer transaction
+        body = _body(rows, START + timedelta(hours=1))
+        land_extract(conn, schema, "nested", [body], ["subscription"], mode="full")
+        ref = find_landed(conn, schema, "subscription", "nested")
+        counts = apply_landed(conn, schema, ref, "nested", DeletePolicy())
+        assert counts.compared == ref.rows
+        conn.commit()
+    assert db.execute(ledger + " WHERE entity = 'subscription'").fetchone()[0] == 0
+    again = _sync(pg_url, schema, "again", _body(rows, START + timedelta(hours=2)))
+    assert again["subscription"][1] == again["subscription"][2]  # nothing to vouch: compared all
+    assert again["use_case"][1] < again["use_case"][2] // 10  # its own ledger still holds

@@ -118,7 +118,7 @@ def _check_parents_as_a_set(conn, schema: str, entity: Entity) -> bool:
     * the role may set that parameter (a superuser, or on PostgreSQL 15+ after
       ``GRANT SET ON PARAMETER session_replication_role``); otherwise nothing changes;
     * the table has no triggers of its own (the gateway team's audit or cache triggers must still fire)
-  besides our hard-delete counter, which fires on DELETE and TRUNCATE only;
+      besides our hard-delete counter, which fires on DELETE and TRUNCATE only;
     * the parent tables are locked ``IN SHARE MODE`` first, so no parent can be deleted or re-keyed
       between the anti-join and the commit (readers are not blocked; parents' writers are already
       serialised behind the entity locks, which every writer takes in foreign-key order).

@@ -44,8 +44,7 @@ class KnownRows:
     """
 
     def __init__(self, blob: bytes):
-        self._blob = blob
-        keys = np.frombuffer(blob, dtype="<u8").reshape(-1, 2)
+        keys = np.frombuffer(blob, dtype="<u8").reshape(-1, 2)  # a view: the blob itself is not kept
         self._order = np.argsort(keys[:, 0], kind="stable")
         self._hi = keys[self._order, 0]
         self._lo = keys[self._order, 1]
@@ -110,9 +109,12 @@ class KnownRows:
         return int(self.ordinals[k]) if k >= 0 and self.matched[k] else None
 
     def unrepeated(self) -> list[bytes]:
-        """Digests of the known rows this extract did not repeat: changed or deleted since."""
-        b = self._blob
-        return [b[i * DIGEST_BYTES:(i + 1) * DIGEST_BYTES] for i in np.flatnonzero(~self.matched).tolist()]
+        """Digests of the known rows this extract did not repeat: changed or deleted since (in no set order)."""
+        left = ~self.matched[self._order]
+        pairs = np.empty((int(left.sum()), 2), dtype="<u8")
+        pairs[:, 0], pairs[:, 1] = self._hi[left], self._lo[left]
+        b = pairs.tobytes()
+        return [b[i * DIGEST_BYTES:(i + 1) * DIGEST_BYTES] for i in range(len(pairs))]
 
 
 def with_digests(decode, known: KnownRows | None):
@@ -183,8 +185,9 @@ def take_over(conn: psycopg.Connection, schema: str, entity: Entity, new_table: 
             if _layout(conn, base) != _layout(conn, f'"{sync}"."{new_table}"'):
                 raise psycopg.Rollback()
             conn.execute(sql.SQL("DELETE FROM {} WHERE {} IS NULL").format(old, ident(DIGEST)))
+            # Binary: the raw 16 bytes a row, not twice that in hex to parse (and hold) first.
             blob = conn.execute(sql.SQL("SELECT string_agg({d}, ''::bytea) FROM {t}").format(
-                d=ident(DIGEST), t=old)).fetchone()[0]
+                d=ident(DIGEST), t=old), binary=True).fetchone()[0]
             conn.execute(sql.SQL("DROP TABLE {}").format(ident(sync, new_table)))
             conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(old, ident(new_table)))
             conn.execute(sql.SQL("DELETE FROM {} WHERE batch_id = %s AND entity = %s").format(
