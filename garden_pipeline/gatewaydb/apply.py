@@ -313,8 +313,8 @@ def apply_landed(
     stage = ident(sync_schema(schema), ref.stage_table)
     params = {"v": ref.generated_at}
 
-    # The ledger's reasoning needs this apply's writes to carry its own transaction id: a savepoint inside
-    # someone else's transaction would stamp them with a subtransaction's id (untouched.py).
+    # The ledger names this apply's transaction as the writer of what it wrote (untouched.py). Inside
+    # someone else's transaction that id is theirs too: whatever they write after us would pass for ours.
     top_level = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with conn.transaction() as tx:
         lock_entity(conn, schema, entity.name)
