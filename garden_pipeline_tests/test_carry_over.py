@@ -95,6 +95,11 @@ def _steps(base: list[dict]):
     tie.append(tie.pop(40))
     tie.append(tie.pop(0))  # not last: an array's last element is always read alone, never carried
     yield "a duplicate tied on updated_time", tie
+    twice = [dict(r) for r in changed]
+    flip = "suspended" if twice[60]["status"] != "suspended" else "active"
+    twice[60] = dict(twice[60], status=flip, updated_time="2025-08-03T00:00:00Z")  # changed: not carried
+    twice.insert(500, dict(twice[60], updated_time="2025-08-04T00:00:00Z"))  # and listed again, newer
+    yield "a changed row listed twice", twice
     odd = [dict(r) for r in changed]
     odd[10]["tier"] = "gold"  # unknown field
     odd[20].pop("status")  # a required field missing: rejected

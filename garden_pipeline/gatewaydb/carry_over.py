@@ -52,6 +52,9 @@ class KnownRows:
         self.ordinals = np.zeros(len(self._order), dtype=np.int64)
         self._scratch = np.zeros(len(self._order), dtype=np.int32)
         self._taken: tuple[np.ndarray, np.ndarray] | None = None
+        # Ids whose staged row the takeover deleted (no digest), None if too many to list: no carried row
+        # has them, so a landed row with one of them cannot repeat a carried row.
+        self.dropped: list[str] | None = []
 
     def __len__(self) -> int:
         return len(self._order)
@@ -184,7 +187,8 @@ def take_over(conn: psycopg.Connection, schema: str, entity: Entity, new_table: 
             conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT").format(old))
             if _layout(conn, base) != _layout(conn, f'"{sync}"."{new_table}"'):
                 raise psycopg.Rollback()
-            conn.execute(sql.SQL("DELETE FROM {} WHERE {} IS NULL").format(old, ident(DIGEST)))
+            dropped = [r[0] for r in conn.execute(sql.SQL("DELETE FROM {} WHERE {} IS NULL RETURNING id").format(
+                old, ident(DIGEST)))]
             # Binary: the raw 16 bytes a row, not twice that in hex to parse (and hold) first.
             blob = conn.execute(sql.SQL("SELECT string_agg({d}, ''::bytea) FROM {t}").format(
                 d=ident(DIGEST), t=old), binary=True).fetchone()[0]
@@ -194,20 +198,22 @@ def take_over(conn: psycopg.Connection, schema: str, entity: Entity, new_table: 
                 sync_table(schema, "landed_extracts")), (row[0], entity.name))
             untouched.carry_ledger(conn, schema, entity.name, row[0], new_batch)
             known = KnownRows(bytes(blob or b""))
+            known.dropped = dropped if len(dropped) <= untouched.MAX_LISTED else None
     except psycopg.errors.LockNotAvailable:
         return None
     return known
 
 
 def drop_unrepeated(cur: psycopg.Cursor, schema: str, entity: str, batch_id: str, table: str,
-                    known: KnownRows) -> int:
+                    known: KnownRows) -> list[str] | None:
     """Delete the taken-over rows this extract no longer has (changed or gone); before duplicates are judged.
 
     Their ids go to the apply ledger's ``gone``: rows the next apply must consider for tombstoning.
+    Returns them (None: too many to list).
     """
     gone = known.unrepeated()
     if not gone:
-        return 0
+        return []
     return untouched.note_gone(cur, schema, entity, batch_id, sql.SQL(
         "DELETE FROM {} WHERE {} = ANY(%(digests)s) RETURNING id").format(
         ident(sync_schema(schema), table), ident(DIGEST)), {"digests": gone})

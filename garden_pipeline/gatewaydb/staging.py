@@ -137,12 +137,30 @@ class _SeenIds:
     def __init__(self):
         self.bits = bytearray(_SEEN_BITS // 8)
         self.suspects: set[str] | None = set()
+        # Carrying over: every landed id is a suspect (it may repeat a carried row's), and the bit set's
+        # hits (ids that may repeat among the landed rows) are kept apart, in ``again``.
+        self.again: set[str] | None = set()
 
     def suspect(self, entity_id: str) -> None:
         if self.suspects is not None:
             self.suspects.add(entity_id)
             if len(self.suspects) > _MAX_SUSPECTS:
                 self.suspects = None
+
+    def seen_again(self, entity_id: str) -> None:
+        if self.again is not None:
+            self.again.add(entity_id)
+            if len(self.again) > _MAX_SUSPECTS:
+                self.again = None
+
+    def carried_suspects(self, *freed: list[str] | None) -> set[str] | None:
+        """The ids to check once carried rows are in: a landed id whose carried row was deleted (``freed``)
+        can only repeat another landed row, and those the bit set caught. None: check every id."""
+        if self.suspects is None or self.again is None:
+            return None
+        if any(ids is None for ids in freed):
+            return self.suspects | self.again
+        return (self.suspects - {i for ids in freed for i in ids}) | self.again
 
 
 @functools.cache
@@ -174,10 +192,11 @@ class _EntityLoader:
         # valid already (and carry each row's text digest); other rows go through the validator's fast
         # path, then its thorough one. A None among a run's items is a row carried over: staged already.
         # The "id seen" bit set is inlined (a Python call per row cost more than the check itself); when
-        # carrying over, every landed id is a suspect instead, as it may repeat a carried row's id.
+        # carrying over, every landed id is also a suspect, as it may repeat a carried row's id.
         fast, thorough = self.validator.fast, self.validator
         row_values = self._row_values
         bits, mask, suspect = self.seen.bits, _SEEN_BITS - 1, self.seen.suspect
+        again = self.seen.seen_again if self.known is not None else suspect
         known = self.known
         ordinal, fast_valid = self._ordinal, 0
         decode = _run_decoder(self.entity)
@@ -218,11 +237,10 @@ class _EntityLoader:
                             write_row((*values, digest, ordinal, False))
                             if known is not None:
                                 suspect(values[0])
-                                continue
                             h = hash(values[0]) & mask
                             bit = 1 << (h & 7)
                             if bits[h >> 3] & bit:
-                                suspect(values[0])
+                                again(values[0])
                             else:
                                 bits[h >> 3] |= bit
                 self._flush_rejects(cur)
@@ -370,11 +388,13 @@ def land_extract(
             loader = _EntityLoader(conn, schema, run_id, entity, le, record_rejects=not dry_run, known=k)
             loader.load(rows)
             with conn.cursor() as cur:
+                suspects = loader.seen.suspects
                 if k is not None:
-                    drop_unrepeated(cur, schema, entity.name, batch_id, le.stage_table, k)
+                    gone = drop_unrepeated(cur, schema, entity.name, batch_id, le.stage_table, k)
                     le.carried = k.carried
+                    suspects = loader.seen.carried_suspects(k.dropped, gone)
                 _resolve_duplicates(cur, schema, run_id, entity, le, record_rejects=not dry_run,
-                                    suspects=loader.seen.suspects, known=k)
+                                    suspects=suspects, known=k)
 
         header: DocumentHeader = walk_extract(chunks, on_array)
         if not header.generated_at:

@@ -260,14 +260,15 @@ def carry_ledger(conn: psycopg.Connection, schema: str, entity: str, old_batch: 
 
 
 def note_gone(cur: psycopg.Cursor, schema: str, entity: str, batch_id: str, deleted: sql.Composable,
-              params: dict) -> int:
+              params: dict) -> list[str] | None:
     """Run ``deleted`` (a DELETE ... RETURNING id on the taken-over table) and add its ids to the ledger's
-    ``gone``; past MAX_LISTED ids the ledger says "unknown" (NULL)."""
+    ``gone``; past MAX_LISTED ids the ledger says "unknown" (NULL). Returns the ids (None: too many)."""
     row = cur.execute(sql.SQL(
         "WITH d AS ({deleted}), n AS (SELECT count(*) AS n FROM d), u AS (UPDATE {l} SET gone = CASE "
         "WHEN gone IS NULL OR cardinality(gone) + (SELECT n FROM n) > %(max)s THEN NULL "
         "ELSE gone || ARRAY(SELECT id FROM d) END WHERE batch_id = %(batch)s AND entity = %(entity)s) "
-        "SELECT n FROM n").format(deleted=deleted, l=sync_table(schema, "apply_ledger")),
+        "SELECT CASE WHEN (SELECT n FROM n) <= %(max)s THEN ARRAY(SELECT id FROM d) END").format(
+            deleted=deleted, l=sync_table(schema, "apply_ledger")),
         {**params, "max": MAX_LISTED, "batch": batch_id, "entity": entity}).fetchone()
     return row[0]
 
