@@ -106,7 +106,7 @@ def test_narrowed_applies_match_full_compares(pg_url, schema, other_schema, db, 
     full_schema = other_schema
     real = untouched.candidates
     monkeypatch.setattr(untouched, "candidates",
-                        lambda conn, s, *a, **k: False if s == full_schema else real(conn, s, *a, **k))
+                        lambda conn, s, *a, **k: None if s == full_schema else real(conn, s, *a, **k))
     for s in (schema, full_schema):
         migrate.upgrade(pg_url, s)
     state = ModelGardenState(scale=6_000, seed=5)

@@ -326,8 +326,9 @@ def apply_landed(
                 f"materialise extract/{entity.plural} together with gatewaydb/{entity.plural}"
             )
         # Compare only the rows that may differ, where the apply ledger proves the others untouched.
-        narrowed = now is not None and untouched.candidates(conn, schema, entity, ref.stage_table, ref.batch_id,
-                                                            ref.generated_at, now, ref.rows)
+        live = None if now is None else untouched.candidates(conn, schema, entity, ref.stage_table, ref.batch_id,
+                                                             ref.generated_at, now, ref.rows)
+        narrowed = live is not None
         absent = _absent(schema, entity, ref.stage_table, narrowed)
         probes = untouched.count_candidates(conn) if narrowed else ref.rows
         if full and ref.dry_run:
@@ -342,8 +343,9 @@ def apply_landed(
             # the whole table against the extract runs once, not twice (a preview, then the write). If
             # the guard refuses, raising rolls the UPDATE back with the rest: nothing is written. The
             # rows it touches are all absent from the extract, so the upserts below never see them.
-            live = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {d} IS NULL").format(
-                t=target, d=ident(DELETED_COLUMN))).fetchone()[0]
+            if live is None:
+                live = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {d} IS NULL").format(
+                    t=target, d=ident(DELETED_COLUMN))).fetchone()[0]
             with untouched.index_probes(conn, probes, ref.rows):
                 counts.deleted, del_s = conn.execute(
                     sql.SQL(
@@ -424,17 +426,19 @@ def delete_preview(conn: psycopg.Connection, schema: str, entity: str, stage_tab
     e = by_name(entity)
     target = entity_table(schema, e)
     with conn.transaction():
-        narrowed = batch_id is not None and untouched.candidates(
+        live = None if batch_id is None else untouched.candidates(
             conn, schema, e, stage_table, batch_id, generated_at, untouched.begin(conn, schema, e, own_xid=False),
             0, absent_only=True)
+        narrowed = live is not None
         # Two statements, not one with count(*) FILTER (... NOT EXISTS ...): inside FILTER the subquery runs
         # once per row against the unindexed staging table; in WHERE it becomes one hash anti-join.
         absent = conn.execute(
             sql.SQL("SELECT count(*) FROM {t} t WHERE {absent}").format(
                 t=target, absent=_absent(schema, e, stage_table, narrowed)), {"v": generated_at},
         ).fetchone()[0]
-        live = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {d} IS NULL").format(
-            t=target, d=ident(DELETED_COLUMN))).fetchone()[0]
+        if live is None:
+            live = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {d} IS NULL").format(
+                t=target, d=ident(DELETED_COLUMN))).fetchone()[0]
     return absent, live
 
 

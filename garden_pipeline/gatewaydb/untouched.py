@@ -118,8 +118,9 @@ def _usable(conn, schema: str, entity: Entity, generated_at: datetime, ledger: L
 
 
 def candidates(conn: psycopg.Connection, schema: str, entity: Entity, stage_table: str, batch_id: str,
-               generated_at: datetime, now: ApplySnapshot, rows: int, absent_only: bool = False) -> bool:
-    """Fill temp tables with what this apply must compare; False (and nothing made): compare everything.
+               generated_at: datetime, now: ApplySnapshot, rows: int, absent_only: bool = False) -> int | None:
+    """Fill temp tables with what this apply must compare and return the table's live rows (read in the
+    same pass); None (and nothing made): compare everything.
 
     ``_garden_candidates(id, staged, vouched)``: the candidate ids, whether the extract has them, and
     with a digest. ``_garden_staged``: the staged rows among them, copied out in the one pass over the
@@ -128,7 +129,7 @@ def candidates(conn: psycopg.Connection, schema: str, entity: Entity, stage_tabl
     """
     ledger = read_ledger(conn, schema, entity.name, batch_id)
     if not _usable(conn, schema, entity, generated_at, ledger, now):
-        return False
+        return None
     for table in (CANDIDATES, STAGED):
         conn.execute(f"DROP TABLE IF EXISTS pg_temp.{table}")
     conn.execute(f"CREATE TEMP TABLE {CANDIDATES} (id text, staged boolean NOT NULL DEFAULT false, "
@@ -137,14 +138,18 @@ def candidates(conn: psycopg.Connection, schema: str, entity: Entity, stage_tabl
     params = {"a": str(ledger.apply_xid), "snap": str(ledger.snap_xmin), "land": str(ledger.land_snap_xmin),
               "listed": [*ledger.unlisted, *ledger.gone]}
     c = ident(CANDIDATES)
-    # Touched in GatewayDB since the ledger's apply, or listed by the ledger.
-    conn.execute(sql.SQL("INSERT INTO {c} (id) SELECT o.id FROM {t} o WHERE NOT {clean} "
-                         "UNION SELECT unnest(%(listed)s::text[])").format(c=c, t=target, clean=_clean("o", True)),
-                 params)
+    # Touched in GatewayDB since the ledger's apply, or listed by the ledger; and the live count the delete
+    # guard needs, from the same scan of the table.
+    live = conn.execute(sql.SQL(
+        "WITH g AS (SELECT count(*) FILTER (WHERE o.{d} IS NULL) AS live, "
+        "array_agg(o.id) FILTER (WHERE NOT {clean}) AS touched FROM {t} o), "
+        "i AS (INSERT INTO {c} (id) SELECT unnest(touched) FROM g UNION SELECT unnest(%(listed)s::text[])) "
+        "SELECT live FROM g").format(d=ident(DELETED_COLUMN), clean=_clean("o", True), t=target, c=c),
+        params).fetchone()[0]
     conn.execute(sql.SQL("ANALYZE {}").format(c))
     if absent_only:
         conn.execute(sql.SQL("UPDATE {c} c SET staged = true FROM {s} s WHERE s.id = c.id").format(c=c, s=stage))
-        return True
+        return live
     # Staged rows to compare: the landing staged them (not carried over: written by a transaction no older
     # than its first snapshot), or their id is a candidate, or their parent stopped being live since (the
     # compare must reject them again).
@@ -158,14 +163,14 @@ def candidates(conn: psycopg.Connection, schema: str, entity: Entity, stage_tabl
     if n > rows // 2:
         for table in (CANDIDATES, STAGED):  # most rows changed: one full compare is cheaper
             conn.execute(f"DROP TABLE pg_temp.{table}")
-        return False
+        return None
     conn.execute(sql.SQL(
         "WITH u AS (UPDATE {c} c SET staged = true, vouched = s.{d} IS NOT NULL FROM {staged} s WHERE s.id = c.id "
         "RETURNING c.id) INSERT INTO {c} (id, staged, vouched) SELECT s.id, true, s.{d} IS NOT NULL FROM {staged} s "
         "WHERE s.id NOT IN (SELECT id FROM u)").format(c=c, d=ident(DIGEST), staged=ident(STAGED)))
     for table in (CANDIDATES, STAGED):
         conn.execute(sql.SQL("ANALYZE {}").format(ident(table)))
-    return True
+    return live
 
 
 @contextlib.contextmanager
