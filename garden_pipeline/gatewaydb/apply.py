@@ -29,7 +29,7 @@ from psycopg import sql
 from garden_pipeline.catalogue import Entity, FieldType, by_name
 from garden_pipeline.gatewaydb import untouched
 from garden_pipeline.gatewaydb.connection import advisory_key
-from garden_pipeline.gatewaydb.sql import columns, entity_table, ident, sync_table
+from garden_pipeline.gatewaydb.sql import columns, entity_table, ident, sync_table, temp_table
 from garden_pipeline.gatewaydb.staging import REJECTED, LandedRef
 from garden_pipeline.gatewaydb.tables import (
     DELETED_COLUMN,
@@ -140,14 +140,9 @@ def _check_parents_as_a_set(conn, schema: str, entity: Entity) -> bool:
     return True
 
 
-def _temp(conn, name: str, definition: str) -> None:
-    conn.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
-    conn.execute(f"CREATE TEMP TABLE {name} {definition} ON COMMIT DROP")
-
-
 def _orphans(conn, schema: str, entity: Entity, src: sql.Composable, params: dict) -> int:
     """Upserts whose parent is not live in GatewayDB go to temp table _garden_orphans(id, reason, raw)."""
-    _temp(conn, "_garden_orphans", "(id text PRIMARY KEY, reason text, raw jsonb)")
+    temp_table(conn, "_garden_orphans", "(id text PRIMARY KEY, reason text, raw jsonb)")
     if not entity.parents:
         return 0
     missing, reasons = [], []
@@ -223,7 +218,7 @@ def write_rows(
     p = {**params, "entity": entity.name}
     result.orphans = _orphans(conn, schema, entity, src, p)
     if keep_ids:
-        _temp(conn, "_garden_written", "(id text, action text)")
+        temp_table(conn, "_garden_written", "(id text, action text)")
     newer = sql.SQL("o.{ver} < s._version").format(ver=ident(VERSION_COLUMN))
     if not bump_version:
         # A snapshot re-applied at the same version still repairs a row that differs from it.

@@ -20,6 +20,12 @@ def sync_table(schema: str, name: str) -> sql.Composable:
     return sql.Identifier(sync_schema(schema), name)
 
 
+def temp_table(conn, name: str, definition: str) -> None:
+    """A fresh temp table ``name`` for this transaction (dropped at its end; any leftover replaced)."""
+    conn.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
+    conn.execute(f"CREATE TEMP TABLE {name} {definition} ON COMMIT DROP")
+
+
 def columns(names, prefix: str | None = None) -> sql.Composable:
     if prefix:
         return sql.SQL(", ").join(sql.Identifier(prefix, n) for n in names)

@@ -126,6 +126,15 @@ def _pg_dialect():
     return postgresql.dialect()
 
 
+def _add_capped(ids: set[str] | None, entity_id: str) -> set[str] | None:
+    """Add to a set of ids that turns into None ("too many: check every id") past _MAX_SUSPECTS."""
+    if ids is not None:
+        ids.add(entity_id)
+        if len(ids) > _MAX_SUSPECTS:
+            return None
+    return ids
+
+
 class _SeenIds:
     """The ids of one array that may have been seen before, without holding every id in memory.
 
@@ -142,16 +151,10 @@ class _SeenIds:
         self.again: set[str] | None = set()
 
     def suspect(self, entity_id: str) -> None:
-        if self.suspects is not None:
-            self.suspects.add(entity_id)
-            if len(self.suspects) > _MAX_SUSPECTS:
-                self.suspects = None
+        self.suspects = _add_capped(self.suspects, entity_id)
 
     def seen_again(self, entity_id: str) -> None:
-        if self.again is not None:
-            self.again.add(entity_id)
-            if len(self.again) > _MAX_SUSPECTS:
-                self.again = None
+        self.again = _add_capped(self.again, entity_id)
 
     def carried_suspects(self, *freed: list[str] | None) -> set[str] | None:
         """The ids to check once carried rows are in: a landed id whose carried row was deleted (``freed``)

@@ -40,7 +40,7 @@ import psycopg
 from psycopg import sql
 
 from garden_pipeline.catalogue import Entity, by_name
-from garden_pipeline.gatewaydb.sql import entity_table, ident, sync_table
+from garden_pipeline.gatewaydb.sql import entity_table, ident, sync_table, temp_table
 from garden_pipeline.gatewaydb.tables import DELETED_COLUMN, HARD_DELETE_TRIGGER, VERSION_COLUMN, sync_schema
 from garden_pipeline.gatewaydb.tables import DIGEST_COLUMN as DIGEST
 
@@ -130,10 +130,9 @@ def candidates(conn: psycopg.Connection, schema: str, entity: Entity, stage_tabl
     ledger = read_ledger(conn, schema, entity.name, batch_id)
     if not _usable(conn, schema, entity, generated_at, ledger, now):
         return None
-    for table in (CANDIDATES, STAGED):
-        conn.execute(f"DROP TABLE IF EXISTS pg_temp.{table}")
-    conn.execute(f"CREATE TEMP TABLE {CANDIDATES} (id text, staged boolean NOT NULL DEFAULT false, "
-                 "vouched boolean NOT NULL DEFAULT false) ON COMMIT DROP")
+    conn.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGED}")  # made below by CREATE TABLE AS
+    temp_table(conn, CANDIDATES, "(id text, staged boolean NOT NULL DEFAULT false, "
+               "vouched boolean NOT NULL DEFAULT false)")
     stage, target = ident(sync_schema(schema), stage_table), entity_table(schema, entity)
     params = {"a": str(ledger.apply_xid), "snap": str(ledger.snap_xmin), "land": str(ledger.land_snap_xmin),
               "listed": [*ledger.unlisted, *ledger.gone]}
