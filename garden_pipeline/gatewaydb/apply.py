@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from garden_pipeline.catalogue import Entity, FieldType, by_name
-from garden_pipeline.gatewaydb import untouched
+from garden_pipeline.gatewaydb import first_load, untouched
 from garden_pipeline.gatewaydb.connection import advisory_key
 from garden_pipeline.gatewaydb.sql import columns, entity_table, ident, sync_table, temp_table
 from garden_pipeline.gatewaydb.staging import REJECTED, LandedRef
@@ -258,7 +258,8 @@ def write_rows(
         # Into an empty table every row is new: a plain INSERT spares ON CONFLICT's speculative insertion
         # (450k subscriptions: 5.5 s against 8.2 s), and the table itself then lists what was inserted,
         # so no RETURNING of every id to count them (0.7 s more). The entity lock keeps the table ours.
-        result.inserted = conn.execute(upsert, p).rowcount
+        with first_load.indexes_built_after(conn, schema, entity):
+            result.inserted = conn.execute(upsert, p).rowcount
         result.samples["inserted"] = [r[0] for r in conn.execute(
             sql.SQL("SELECT id FROM {t} ORDER BY id LIMIT {n}").format(t=target, n=sql.Literal(SAMPLE)))]
         # The planner's statistics still describe an empty table, and autovacuum may take a minute to notice:

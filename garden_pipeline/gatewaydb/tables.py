@@ -35,6 +35,11 @@ def sync_schema(schema: str) -> str:
     return f"{schema}_sync"
 
 
+def parent_index_names(entity: Entity) -> list[str]:
+    """The B-tree index on each parent-id column (the gateway's joins; the migrations create them)."""
+    return [f"ix_{entity.table}_{col}" for col in entity.parents]
+
+
 def _sa_type(ftype: FieldType):
     return _SA_TYPES[ftype.sql_type]()
 
@@ -56,7 +61,7 @@ def _entity_table(entity: Entity, metadata: sa.MetaData, schema: str) -> sa.Tabl
         sa.Column(VERSION_COLUMN, sa.DateTime(timezone=True), nullable=False),
         sa.Column(SYNCED_COLUMN, sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     ]
-    indexes = [sa.Index(f"ix_{entity.table}_{col}", col) for col in entity.parents]
+    indexes = [sa.Index(name, col) for name, col in zip(parent_index_names(entity), entity.parents)]
     return sa.Table(entity.table, metadata, *columns, *indexes, schema=schema)
 
 

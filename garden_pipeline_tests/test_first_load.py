@@ -1,0 +1,98 @@
+"""Filling an empty table builds its parent-id indexes after the rows (gatewaydb/first_load.py).
+
+BULK_MIN_ROWS is lowered to 1 so the small test extract takes the bulk path. What must hold: the indexes
+come back exactly as the migrations define them; a table that is not empty, or that a reader holds, is
+written with its indexes in place (and the sync does not wait on the reader); a failed load leaves the
+indexes and the table as they were; the lock wait never outlives the load.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from garden_pipeline.catalogue import CATALOGUE, by_name
+from garden_pipeline.gatewaydb import apply
+from garden_pipeline.gatewaydb.connection import libpq_url
+from garden_pipeline.gatewaydb.tables import parent_index_names
+from garden_pipeline_tests.harness import assert_db_equals_state, failure_messages, metadata
+
+INDEXED = [e for e in CATALOGUE if e.parents]
+
+
+@pytest.fixture(autouse=True)
+def bulk_for_every_pull(monkeypatch):
+    monkeypatch.setattr(apply, "BULK_MIN_ROWS", 1)
+
+
+def _indexes(db, schema: str) -> dict[str, tuple[int, str]]:
+    """index name -> (oid, definition with the schema name taken out), for every entity table."""
+    rows = db.execute(
+        "SELECT c.relname, c.oid, pg_get_indexdef(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE i.indrelid::regclass::text LIKE %s", (f"{schema}.%",)).fetchall()
+    return {name: (oid, definition.replace(f"{schema}.", "")) for name, oid, definition in rows}
+
+
+def _rebuilt(before: dict, after: dict) -> set[str]:
+    assert {k: v[1] for k, v in before.items()} == {k: v[1] for k, v in after.items()}  # same definitions
+    return {name for name in before if before[name][0] != after[name][0]}
+
+
+def test_an_empty_table_gets_its_parent_indexes_built_after_the_rows(stack, sim, db, schema):
+    assert stack.sync(entities=["project"]).success  # creates the tables; the children stay empty
+    before = _indexes(db, schema)
+    result = stack.sync()
+    assert result.success, failure_messages(result)
+    assert_db_equals_state(db, schema, sim.state.snapshot())
+    after = _indexes(db, schema)
+    assert _rebuilt(before, after) == {n for e in INDEXED for n in parent_index_names(e)}
+    assert db.execute("SELECT bool_and(i.indisvalid AND i.indisready) FROM pg_index i "
+                      "WHERE i.indrelid::regclass::text LIKE %s", (f"{schema}.%",)).fetchone()[0] is True
+    # Tables that hold rows are written with their indexes in place.
+    sim.state.mutate(20, rng_seed=3, kinds=("UPDATED",))
+    assert stack.sync().success
+    assert _rebuilt(after, _indexes(db, schema)) == set()
+    assert_db_equals_state(db, schema, sim.state.snapshot())
+
+
+def test_a_reader_holding_the_empty_table_gets_the_rows_with_the_indexes_kept(pg_url, stack, sim, db, schema):
+    assert stack.sync(entities=["project", "use_case", "model"]).success
+    before = _indexes(db, schema)
+    with psycopg.connect(libpq_url(pg_url)) as reader:
+        reader.execute(f'SELECT count(*) FROM "{schema}".subscriptions')  # ACCESS SHARE until its transaction ends
+        result = stack.sync(entities=["subscription"])
+        assert result.success, failure_messages(result)  # done while the reader still holds the table
+        assert reader.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    assert metadata(result, "gatewaydb/subscriptions")["inserted"] > 0
+    assert _rebuilt(before, _indexes(db, schema)) == set()
+
+
+def test_a_failed_first_load_leaves_the_indexes_and_the_table_as_they_were(stack, sim, db, schema):
+    assert stack.sync(entities=["project", "use_case", "model"]).success
+    db.execute(f"ALTER TABLE \"{schema}\".subscriptions ADD CONSTRAINT no_suspended CHECK (status <> 'suspended')")
+    before = _indexes(db, schema)
+    result = stack.sync(entities=["subscription"])
+    assert not result.success
+    assert "no_suspended" in failure_messages(result)
+    assert db.execute(f'SELECT count(*) FROM "{schema}".subscriptions').fetchone()[0] == 0
+    assert _rebuilt(before, _indexes(db, schema)) == set()  # rolled back with the rows: the same indexes
+
+
+def test_the_lock_wait_does_not_outlive_the_load(pg_url, stack, db, schema):
+    assert stack.sync(entities=["project", "use_case"]).success
+    entity = by_name("use_case_budget")
+    with psycopg.connect(libpq_url(pg_url)) as conn:
+        with conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = '7s'")
+            apply.lock_entity(conn, schema, entity.name)
+            src = sql.SQL(f"(SELECT s.*, now() AS _version, 'upsert'::text AS _op FROM \"{schema}\".use_case_budgets s "
+                          "WHERE false)")
+            apply.write_rows(conn, schema, entity, src, {}, bump_version=False, bulk=True)
+            assert conn.execute("SHOW lock_timeout").fetchone()[0] == "7s"
+            held = {r[0] for r in conn.execute(
+                "SELECT mode FROM pg_locks WHERE relation = %s::regclass AND pid = pg_backend_pid()",
+                (f'"{schema}".use_case_budgets',)).fetchall()}
+            assert "AccessExclusiveLock" in held  # the indexes were dropped and built again in here
+            assert conn.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND indexname = ANY(%s)",
+                                (schema, parent_index_names(entity))).fetchone()[0] == len(entity.parents)
