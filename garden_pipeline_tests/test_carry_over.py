@@ -138,6 +138,10 @@ def test_a_carried_landing_stages_what_a_whole_landing_stages(pg_url, schema, db
         previous = carried_batch
 
 
+def _split(literal: str) -> list[bytes]:
+    return [bytes.fromhex(item.removeprefix("\\\\x")) for item in literal.strip("{}").split(",")]
+
+
 def test_known_rows_tell_new_rows_and_twins():
     rows = [json.dumps({"id": f"x{i}"}).encode() for i in range(50)]
     known = KnownRows(b"".join(digests(rows[:40])))
@@ -148,7 +152,7 @@ def test_known_rows_tell_new_rows_and_twins():
     known.place(100)
     assert known.ordinal_of(digests([rows[7]])[0]) == 104
     assert known.match(digests([rows[7]]))[0] == TWIN  # carried already in an earlier run
-    assert known.carried == 2 and len(known.unrepeated()) == 38
+    assert known.carried == 2 and set(_split(known.unrepeated())) == set(digests(rows[:40])) - set(digests([rows[3], rows[7]]))
 
 
 def test_a_broken_body_leaves_the_taken_table_as_it_was(pg_url, schema, db):

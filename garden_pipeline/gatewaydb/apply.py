@@ -322,9 +322,10 @@ def apply_landed(
                 f"materialise extract/{entity.plural} together with gatewaydb/{entity.plural}"
             )
         # Compare only the rows that may differ, where the apply ledger proves the others untouched.
-        live = None if now is None else untouched.candidates(conn, schema, entity, ref.stage_table, ref.batch_id,
-                                                             ref.generated_at, now, ref.rows)
-        narrowed = live is not None
+        found = None if now is None else untouched.candidates(conn, schema, entity, ref.stage_table, ref.batch_id,
+                                                              ref.generated_at, now, ref.rows)
+        narrowed = found is not None
+        live = found.live if narrowed else None
         absent = _absent(schema, entity, ref.stage_table, narrowed)
         probes = untouched.count_candidates(conn) if narrowed else ref.rows
         if full and ref.dry_run:
@@ -376,8 +377,9 @@ def apply_landed(
                     ).format(sync_table(schema, "rejected_records")),
                     {"run": run_id, "e": entity.name},
                 )
-        if conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {t} WHERE {ver} > %(v)s)").format(
-                t=target, ver=ident(VERSION_COLUMN)), params).fetchone()[0]:
+        # A narrowed apply already knows (its writes never make a row newer than the extract).
+        if found.newer if narrowed else conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {t} WHERE {ver} > %(v)s)")
+                                                     .format(t=target, ver=ident(VERSION_COLUMN)), params).fetchone()[0]:
             stale = sql.SQL("SELECT s.id FROM {src} s JOIN {t} o ON o.id = s.id WHERE o.{ver} > %(v)s").format(
                 src=src, t=target, ver=ident(VERSION_COLUMN))
             counts.stale = conn.execute(sql.SQL("SELECT count(*) FROM ({}) x").format(stale), params).fetchone()[0]
@@ -422,10 +424,11 @@ def delete_preview(conn: psycopg.Connection, schema: str, entity: str, stage_tab
     e = by_name(entity)
     target = entity_table(schema, e)
     with conn.transaction():
-        live = None if batch_id is None else untouched.candidates(
+        found = None if batch_id is None else untouched.candidates(
             conn, schema, e, stage_table, batch_id, generated_at, untouched.begin(conn, schema, e, own_xid=False),
             0, absent_only=True)
-        narrowed = live is not None
+        narrowed = found is not None
+        live = found.live if narrowed else None
         # Two statements, not one with count(*) FILTER (... NOT EXISTS ...): inside FILTER the subquery runs
         # once per row against the unindexed staging table; in WHERE it becomes one hash anti-join.
         absent = conn.execute(

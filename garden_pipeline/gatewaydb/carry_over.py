@@ -111,13 +111,15 @@ class KnownRows:
         k = int(self._find([digest])[0])
         return int(self.ordinals[k]) if k >= 0 and self.matched[k] else None
 
-    def unrepeated(self) -> list[bytes]:
-        """Digests of the known rows this extract did not repeat: changed or deleted since (in no set order)."""
+    def unrepeated(self) -> str:
+        """Digests of the known rows this extract did not repeat (changed or deleted since), in no set order,
+        as one ``bytea[]`` literal ("" if none): psycopg dumping a list of 20k bytes took 0.1 s."""
         left = ~self.matched[self._order]
         pairs = np.empty((int(left.sum()), 2), dtype="<u8")
         pairs[:, 0], pairs[:, 1] = self._hi[left], self._lo[left]
-        b = pairs.tobytes()
-        return [b[i * DIGEST_BYTES:(i + 1) * DIGEST_BYTES] for i in range(len(pairs))]
+        text = pairs.tobytes().hex()
+        step = 2 * DIGEST_BYTES
+        return "{" + ",".join("\\\\x" + text[i:i + step] for i in range(0, len(text), step)) + "}" if text else ""
 
 
 def with_digests(decode, known: KnownRows | None):
@@ -187,11 +189,14 @@ def take_over(conn: psycopg.Connection, schema: str, entity: Entity, new_table: 
             conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT").format(old))
             if _layout(conn, base) != _layout(conn, f'"{sync}"."{new_table}"'):
                 raise psycopg.Rollback()
-            dropped = [r[0] for r in conn.execute(sql.SQL("DELETE FROM {} WHERE {} IS NULL RETURNING id").format(
-                old, ident(DIGEST)))]
-            # Binary: the raw 16 bytes a row, not twice that in hex to parse (and hold) first.
-            blob = conn.execute(sql.SQL("SELECT string_agg({d}, ''::bytea) FROM {t}").format(
-                d=ident(DIGEST), t=old), binary=True).fetchone()[0]
+            # One scan for both: the digests (binary: the raw 16 bytes a row, not twice that in hex to parse
+            # and hold first; string_agg skips the NULLs) and the ids of the rows without one, deleted below.
+            blob, dropped = conn.execute(sql.SQL("SELECT string_agg({d}, ''::bytea), array_agg(id) FILTER "
+                                                 "(WHERE {d} IS NULL) FROM {t}").format(d=ident(DIGEST), t=old),
+                                         binary=True).fetchone()
+            dropped = dropped or []
+            if dropped:
+                conn.execute(sql.SQL("DELETE FROM {} WHERE {} IS NULL").format(old, ident(DIGEST)))
             conn.execute(sql.SQL("DROP TABLE {}").format(ident(sync, new_table)))
             conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(old, ident(new_table)))
             conn.execute(sql.SQL("DELETE FROM {} WHERE batch_id = %s AND entity = %s").format(
@@ -215,7 +220,8 @@ def drop_unrepeated(cur: psycopg.Cursor, schema: str, entity: str, batch_id: str
     if not gone:
         return []
     return untouched.note_gone(cur, schema, entity, batch_id, sql.SQL(
-        "DELETE FROM {} WHERE {} = ANY(%(digests)s) RETURNING id").format(
+        # A parameter, but planned as a constant (psycopg's statements are unnamed): a hashed = ANY.
+        "DELETE FROM {} WHERE {} = ANY(%(digests)s::bytea[]) RETURNING id").format(
         ident(sync_schema(schema), table), ident(DIGEST)), {"digests": gone})
 
 

@@ -146,8 +146,8 @@ class _SeenIds:
     def __init__(self):
         self.bits = bytearray(_SEEN_BITS // 8)
         self.suspects: set[str] | None = set()
-        # Carrying over: every landed id is a suspect (it may repeat a carried row's), and the bit set's
-        # hits (ids that may repeat among the landed rows) are kept apart, in ``again``.
+        # Carrying over: every landed id is a suspect (it may repeat a carried row's), and the ids landed
+        # twice are kept apart, in ``again``.
         self.again: set[str] | None = set()
 
     def suspect(self, entity_id: str) -> None:
@@ -158,7 +158,7 @@ class _SeenIds:
 
     def carried_suspects(self, *freed: list[str] | None) -> set[str] | None:
         """The ids to check once carried rows are in: a landed id whose carried row was deleted (``freed``)
-        can only repeat another landed row, and those the bit set caught. None: check every id."""
+        can only repeat another landed row, and those are in ``again``. None: check every id."""
         if self.suspects is None or self.again is None:
             return None
         if any(ids is None for ids in freed):
@@ -194,12 +194,12 @@ class _EntityLoader:
         # The hot loop of a landing, a million times per extract. Runs of rows the run decoder took are
         # valid already (and carry each row's text digest); other rows go through the validator's fast
         # path, then its thorough one. A None among a run's items is a row carried over: staged already.
-        # The "id seen" bit set is inlined (a Python call per row cost more than the check itself); when
-        # carrying over, every landed id is also a suspect, as it may repeat a carried row's id.
+        # The "id seen" bit set is inlined (a Python call per row cost more than the check itself). When
+        # carrying over, every landed id is a suspect (it may repeat a carried row's id), and they are few, so
+        # they are kept in a set and the ids landed twice are known exactly (``again``), no bit set needed.
         fast, thorough = self.validator.fast, self.validator
         row_values = self._row_values
-        bits, mask, suspect = self.seen.bits, _SEEN_BITS - 1, self.seen.suspect
-        again = self.seen.seen_again if self.known is not None else suspect
+        bits, mask, suspect, again = self.seen.bits, _SEEN_BITS - 1, self.seen.suspect, self.seen.seen_again
         known = self.known
         ordinal, fast_valid = self._ordinal, 0
         decode = _run_decoder(self.entity)
@@ -239,11 +239,18 @@ class _EntityLoader:
                                 continue
                             write_row((*values, digest, ordinal, False))
                             if known is not None:
-                                suspect(values[0])
+                                landed_ids = self.seen.suspects
+                                if landed_ids is None:
+                                    pass  # too many to list: PostgreSQL checks every id
+                                elif values[0] in landed_ids:
+                                    again(values[0])
+                                else:
+                                    suspect(values[0])
+                                continue
                             h = hash(values[0]) & mask
                             bit = 1 << (h & 7)
                             if bits[h >> 3] & bit:
-                                again(values[0])
+                                suspect(values[0])
                             else:
                                 bits[h >> 3] |= bit
                 self._flush_rejects(cur)

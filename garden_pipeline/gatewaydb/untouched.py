@@ -117,10 +117,18 @@ def _usable(conn, schema: str, entity: Entity, generated_at: datetime, ledger: L
     return armed == len(tables)
 
 
+@dataclass(frozen=True)
+class Narrowed:
+    """Read in the same pass over the entity table that finds the touched rows."""
+
+    live: int  # rows not tombstoned: the delete guard's base
+    newer: bool  # some row holds a state newer than the extract (the apply then counts stale rows)
+
+
 def candidates(conn: psycopg.Connection, schema: str, entity: Entity, stage_table: str, batch_id: str,
-               generated_at: datetime, now: ApplySnapshot, rows: int, absent_only: bool = False) -> int | None:
-    """Fill temp tables with what this apply must compare and return the table's live rows (read in the
-    same pass); None (and nothing made): compare everything.
+               generated_at: datetime, now: ApplySnapshot, rows: int, absent_only: bool = False) -> Narrowed | None:
+    """Fill temp tables with what this apply must compare and return what the same pass over the table
+    read (``Narrowed``); None (and nothing made): compare everything.
 
     ``_garden_candidates(id, staged, vouched)``: the candidate ids, whether the extract has them, and
     with a digest. ``_garden_staged``: the staged rows among them, copied out in the one pass over the
@@ -135,20 +143,20 @@ def candidates(conn: psycopg.Connection, schema: str, entity: Entity, stage_tabl
                "vouched boolean NOT NULL DEFAULT false)")
     stage, target = ident(sync_schema(schema), stage_table), entity_table(schema, entity)
     params = {"a": str(ledger.apply_xid), "snap": str(ledger.snap_xmin), "land": str(ledger.land_snap_xmin),
-              "listed": [*ledger.unlisted, *ledger.gone]}
+              "listed": [*ledger.unlisted, *ledger.gone], "v": generated_at}
     c = ident(CANDIDATES)
-    # Touched in GatewayDB since the ledger's apply, or listed by the ledger; and the live count the delete
-    # guard needs, from the same scan of the table.
-    live = conn.execute(sql.SQL(
-        "WITH g AS (SELECT count(*) FILTER (WHERE o.{d} IS NULL) AS live, "
-        "array_agg(o.id) FILTER (WHERE NOT {clean}) AS touched FROM {t} o), "
+    # Touched in GatewayDB since the ledger's apply, or listed by the ledger; and, from the same scan of the
+    # table, the live count the delete guard needs and whether any row is newer than the extract.
+    found = Narrowed(*conn.execute(sql.SQL(
+        "WITH g AS (SELECT count(*) FILTER (WHERE o.{d} IS NULL) AS live, COALESCE(bool_or(o.{ver} > %(v)s), false) "
+        "AS newer, array_agg(o.id) FILTER (WHERE NOT {clean}) AS touched FROM {t} o), "
         "i AS (INSERT INTO {c} (id) SELECT unnest(touched) FROM g UNION SELECT unnest(%(listed)s::text[])) "
-        "SELECT live FROM g").format(d=ident(DELETED_COLUMN), clean=_clean("o", True), t=target, c=c),
-        params).fetchone()[0]
+        "SELECT live, newer FROM g").format(d=ident(DELETED_COLUMN), ver=ident(VERSION_COLUMN),
+                                            clean=_clean("o", True), t=target, c=c), params).fetchone())
     conn.execute(sql.SQL("ANALYZE {}").format(c))
     if absent_only:
         conn.execute(sql.SQL("UPDATE {c} c SET staged = true FROM {s} s WHERE s.id = c.id").format(c=c, s=stage))
-        return live
+        return found
     # Staged rows to compare: the landing staged them (not carried over: written by a transaction no older
     # than its first snapshot), or their id is a candidate, or their parent stopped being live since (the
     # compare must reject them again).
@@ -169,7 +177,7 @@ def candidates(conn: psycopg.Connection, schema: str, entity: Entity, stage_tabl
         "WHERE s.id NOT IN (SELECT id FROM u)").format(c=c, d=ident(DIGEST), staged=ident(STAGED)))
     for table in (CANDIDATES, STAGED):
         conn.execute(sql.SQL("ANALYZE {}").format(ident(table)))
-    return live
+    return found
 
 
 @contextlib.contextmanager
