@@ -155,6 +155,21 @@ def test_known_rows_tell_new_rows_and_twins():
     assert known.carried == 2 and set(_split(known.unrepeated())) == set(digests(rows[:40])) - set(digests([rows[3], rows[7]]))
 
 
+def test_known_rows_find_rows_in_any_order_as_a_dict_would():
+    """In order (the cursor), shuffled, missing and new rows (the hash table): every lookup as a dict's."""
+    rng = random.Random(11)
+    rows = [json.dumps({"id": f"x{i}", "v": rng.random()}).encode() for i in range(5_000)]
+    known_digests = digests(rows[:4_000])
+    reference = {d: i for i, d in enumerate(known_digests)}
+    known = KnownRows(b"".join(known_digests))
+    extract = rows[:1_000] + rows[1_100:2_500] + rows[4_000:4_300] + rows[2_500:4_000]  # in order, a gap, new rows
+    tail = extract[2_000:]
+    rng.shuffle(tail)
+    extract[2_000:] = tail  # and then out of order
+    looked = [int(i) for run in range(0, len(extract), 333) for i in known._find(digests(extract[run:run + 333]))]
+    assert looked == [reference.get(d, -1) for d in digests(extract)]
+
+
 def test_a_broken_body_leaves_the_taken_table_as_it_was(pg_url, schema, db):
     migrate.upgrade(pg_url, schema)
     rows = [json.loads(json.dumps(r)) for r in ModelGardenState(scale=1_000, seed=4).rows(ENTITY)]

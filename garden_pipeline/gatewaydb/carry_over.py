@@ -39,37 +39,81 @@ NEW, TWIN = -1, -2  # KnownRows.match: a row to land with its digest / without (
 class KnownRows:
     """The digests of the rows staged in the taken-over table, and which of them this extract repeats.
 
-    Sorted 64-bit halves in numpy arrays: 16 bytes and a few array slots per row, not a Python dict
-    (about 140 bytes per row; 60 MB more peak memory at 450k rows).
+    64-bit halves in numpy arrays, in the table's physical order: 16 bytes and a few array slots per row,
+    not a Python dict (about 140 bytes per row; 60 MB more peak memory at 450k rows). A row is looked up
+    first where the previous run's last known row stood plus one: the taken-over table holds the rows in
+    the previous extract's order, so an unchanged stretch of the extract is matched with two vectorised
+    compares. Rows not found there go to an open-addressing hash table of the digests (built on first
+    need): a binary search of 450k digests for every row of a no-change sync took 0.3 s.
     """
 
     def __init__(self, blob: bytes):
-        keys = np.frombuffer(blob, dtype="<u8").reshape(-1, 2)  # a view: the blob itself is not kept
-        self._order = np.argsort(keys[:, 0], kind="stable")
-        self._hi = keys[self._order, 0]
-        self._lo = keys[self._order, 1]
-        self.matched = np.zeros(len(self._order), dtype=bool)
-        self.ordinals = np.zeros(len(self._order), dtype=np.int64)
-        self._scratch = np.zeros(len(self._order), dtype=np.int32)
+        keys = np.frombuffer(blob, dtype="<u8").reshape(-1, 2)
+        self._hi, self._lo = keys[:, 0].copy(), keys[:, 1].copy()  # copies: the blob itself is not kept
+        self._slots: np.ndarray | None = None
+        self._cursor = 0
+        self.matched = np.zeros(len(keys), dtype=bool)
+        self.ordinals = np.zeros(len(keys), dtype=np.int64)
+        self._scratch = np.zeros(len(keys), dtype=np.int32)
         self._taken: tuple[np.ndarray, np.ndarray] | None = None
         # Ids whose staged row the takeover deleted (no digest), None if too many to list: no carried row
         # has them, so a landed row with one of them cannot repeat a carried row.
         self.dropped: list[str] | None = []
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._hi)
 
     @property
     def carried(self) -> int:
         return int(self.matched.sum())
 
+    def _table(self) -> np.ndarray:
+        """Linear probing, at most half full; a digest's low bits are its home slot (xxh3 spreads them)."""
+        if self._slots is None:
+            size = 1 << max(4, (2 * len(self._hi) - 1).bit_length())
+            slots = np.full(size, -1, dtype=np.int32)
+            pending = np.arange(len(self._hi), dtype=np.int32)
+            home = (self._hi & np.uint64(size - 1)).astype(np.int32)
+            step = 0
+            while pending.size:  # in round k every row still pending tries home + k
+                at = (home[pending] + step) & (size - 1)
+                free = slots[at] < 0
+                slots[at[free]] = pending[free]  # rows that clash over a slot: one of them gets it
+                pending, step = pending[slots[at] != pending], step + 1
+            self._slots = slots
+        return self._slots
+
+    def _lookup(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        slots = self._table()
+        mask = len(slots) - 1
+        home = (hi & np.uint64(mask)).astype(np.int64)
+        out = np.full(len(hi), NEW, dtype=np.int64)
+        active, step = np.arange(len(hi)), 0
+        while active.size:  # probe on until the row is found or an empty slot says it is not there
+            k = slots[(home[active] + step) & mask]
+            at = np.maximum(k, 0)
+            hit = (k >= 0) & (self._hi[at] == hi[active]) & (self._lo[at] == lo[active])
+            out[active[hit]] = k[hit]
+            active, step = active[(k >= 0) & ~hit], step + 1
+        return out
+
     def _find(self, digests: list[bytes]) -> np.ndarray:
-        if not len(self._order):
-            return np.full(len(digests), NEW, dtype=np.int64)
+        n, known = len(digests), len(self._hi)
+        if not known:
+            return np.full(n, NEW, dtype=np.int64)
         q = np.frombuffer(b"".join(digests), dtype="<u8").reshape(-1, 2)
-        pos = np.minimum(np.searchsorted(self._hi, q[:, 0]), len(self._hi) - 1)
-        hit = (self._hi[pos] == q[:, 0]) & (self._lo[pos] == q[:, 1])
-        return np.where(hit, self._order[pos], NEW)
+        at = self._cursor
+        m = max(0, min(n, known - at))
+        out = np.full(n, NEW, dtype=np.int64)
+        same = (self._hi[at:at + m] == q[:m, 0]) & (self._lo[at:at + m] == q[:m, 1])
+        out[:m] = np.where(same, np.arange(at, at + m), NEW)
+        miss = np.flatnonzero(out < 0)
+        if miss.size:
+            out[miss] = self._lookup(q[miss, 0], q[miss, 1])
+        found = out[out >= 0]
+        if found.size:
+            self._cursor = int(found[-1]) + 1
+        return out
 
     def match(self, digests: list[bytes]) -> np.ndarray:
         """Per digest: the index of the known row it repeats, else NEW, or TWIN if that row is taken already."""
@@ -108,13 +152,14 @@ class KnownRows:
 
     def ordinal_of(self, digest: bytes) -> int | None:
         """The new document position of the carried row with this digest (None: not a carried row)."""
-        k = int(self._find([digest])[0])
+        q = np.frombuffer(digest, dtype="<u8")
+        k = int(self._lookup(q[:1], q[1:])[0])
         return int(self.ordinals[k]) if k >= 0 and self.matched[k] else None
 
     def unrepeated(self) -> str:
         """Digests of the known rows this extract did not repeat (changed or deleted since), in no set order,
         as one ``bytea[]`` literal ("" if none): psycopg dumping a list of 20k bytes took 0.1 s."""
-        left = ~self.matched[self._order]
+        left = ~self.matched
         pairs = np.empty((int(left.sum()), 2), dtype="<u8")
         pairs[:, 0], pairs[:, 1] = self._hi[left], self._lo[left]
         text = pairs.tobytes().hex()
