@@ -255,11 +255,11 @@ def take_over(conn: psycopg.Connection, schema: str, entity: Entity, new_table: 
 
 
 def drop_unrepeated(cur: psycopg.Cursor, schema: str, entity: str, batch_id: str, table: str,
-                    known: KnownRows) -> list[str] | None:
+                    known: KnownRows, landed: set[str] | None) -> list[str] | None:
     """Delete the taken-over rows this extract no longer has (changed or gone); before duplicates are judged.
 
-    Their ids go to the apply ledger's ``gone``: rows the next apply must consider for tombstoning.
-    Returns them (None: too many to list).
+    Their ids, but for those among the ``landed`` ids (None: not known), go to the apply ledger's ``gone``:
+    rows the next apply must consider for tombstoning. Returns them all (None: too many to list).
     """
     gone = known.unrepeated()
     if not gone:
@@ -267,7 +267,7 @@ def drop_unrepeated(cur: psycopg.Cursor, schema: str, entity: str, batch_id: str
     return untouched.note_gone(cur, schema, entity, batch_id, sql.SQL(
         # A parameter, but planned as a constant (psycopg's statements are unnamed): a hashed = ANY.
         "DELETE FROM {} WHERE {} = ANY(%(digests)s::bytea[]) RETURNING id").format(
-        ident(sync_schema(schema), table), ident(DIGEST)), {"digests": gone})
+        ident(sync_schema(schema), table), ident(DIGEST)), {"digests": gone}, landed)
 
 
 def place_carried_duplicates(cur: psycopg.Cursor, stage: sql.Composable, ordinal: str, ids: list[str],

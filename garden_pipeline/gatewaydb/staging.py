@@ -400,7 +400,7 @@ def land_extract(
             with conn.cursor() as cur:
                 suspects = loader.seen.suspects
                 if k is not None:
-                    gone = drop_unrepeated(cur, schema, entity.name, batch_id, le.stage_table, k)
+                    gone = drop_unrepeated(cur, schema, entity.name, batch_id, le.stage_table, k, suspects)
                     le.carried = k.carried
                     suspects = loader.seen.carried_suspects(k.dropped, gone)
                 _resolve_duplicates(cur, schema, run_id, entity, le, record_rejects=not dry_run,

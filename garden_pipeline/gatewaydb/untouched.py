@@ -10,8 +10,8 @@ So every full apply records a ledger row for its batch (``<schema>_sync.apply_le
 transaction id, the xmin of its first snapshot, the hard-delete count, and the live ids its staging
 table does not vouch for (``unlisted``: rows newer than the extract, orphans, stale or rejected rows,
 rows landed one by one). A landing that takes the staging table over re-keys that row to the new batch
-and adds the ids it deleted as no longer in the extract (``gone``). The next apply then compares only
-the *candidates*:
+and adds the ids it deleted and did not stage again (``gone``: no longer in the extract, or only as a
+rejected row). The next apply then compares only the *candidates*:
 
 * staged rows the landing wrote (their ``xmin`` is not older than the landing's first snapshot);
 * GatewayDB rows whose ``xmin`` is neither the last apply's transaction nor older than its first
@@ -272,17 +272,20 @@ def carry_ledger(conn: psycopg.Connection, schema: str, entity: str, old_batch: 
 
 
 def note_gone(cur: psycopg.Cursor, schema: str, entity: str, batch_id: str, deleted: sql.Composable,
-              params: dict) -> list[str] | None:
-    """Run ``deleted`` (a DELETE ... RETURNING id on the taken-over table) and add its ids to the ledger's
-    ``gone``; past MAX_LISTED ids the ledger says "unknown" (NULL). Returns the ids (None: too many)."""
-    row = cur.execute(sql.SQL(
-        "WITH d AS ({deleted}), n AS (SELECT count(*) AS n FROM d), u AS (UPDATE {l} SET gone = CASE "
-        "WHEN gone IS NULL OR cardinality(gone) + (SELECT n FROM n) > %(max)s THEN NULL "
-        "ELSE gone || ARRAY(SELECT id FROM d) END WHERE batch_id = %(batch)s AND entity = %(entity)s) "
-        "SELECT CASE WHEN (SELECT n FROM n) <= %(max)s THEN ARRAY(SELECT id FROM d) END").format(
-            deleted=deleted, l=sync_table(schema, "apply_ledger")),
-        {**params, "max": MAX_LISTED, "batch": batch_id, "entity": entity}).fetchone()
-    return row[0]
+              params: dict, relanded: set[str] | None) -> list[str] | None:
+    """Run ``deleted`` (a DELETE ... RETURNING id on the taken-over table) and add the ids it deleted to the
+    ledger's ``gone``, except those in ``relanded`` (landed again by this landing, so the next apply compares
+    them anyway as staged anew; None: not known); past MAX_LISTED ids the ledger says "unknown" (NULL).
+    Returns every deleted id (None: too many)."""
+    ids = [r[0] for r in cur.execute(deleted, params)]
+    listed = ids if relanded is None else [i for i in ids if i not in relanded]
+    cur.execute(sql.SQL(
+        "UPDATE {} SET gone = CASE WHEN gone IS NULL OR cardinality(gone) + %(n)s > %(max)s THEN NULL "
+        "ELSE gone || %(ids)s::text[] END WHERE batch_id = %(batch)s AND entity = %(entity)s").format(
+            sync_table(schema, "apply_ledger")),
+        {"n": len(listed), "ids": listed if len(listed) <= MAX_LISTED else [], "max": MAX_LISTED,
+         "batch": batch_id, "entity": entity})
+    return ids if len(ids) <= MAX_LISTED else None
 
 
 def forget(conn: psycopg.Connection, schema: str, entity: str, batch_id: str) -> None:
