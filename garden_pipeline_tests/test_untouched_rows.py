@@ -74,6 +74,20 @@ def _steps(state: ModelGardenState):
         f"UPDATE {lim_t} SET requests_per_minute = 1 WHERE id = '{limits[7]['id']}'"], None
     yield "a limit deleted by hand (hard delete: everything is compared)", copy.deepcopy(rows), [
         f"DELETE FROM {lim_t} WHERE id = '{limits[11]['id']}'"], "llm_model_limit"
+    # A full compare must list in the ledger the live rows its staging table does not vouch for: a row newer
+    # than the extract (made so by hand, or inserted by hand and not in the extract at all) and the orphans
+    # (their subscription gone). When those ids leave the extract, nothing else would make the narrowed apply
+    # look at them ({later}: this extract + 30 min).
+    stale, orphaned = limits[13]["id"], subs[60]["id"]
+    rows["subscription"] = subs = [r for r in subs if r["id"] != orphaned]  # its limits stay: orphans
+    yield "limits made newer by hand, orphaned, one deleted (everything compared)", copy.deepcopy(rows), [
+        f"UPDATE {lim_t} SET source_ts = '{{later}}' WHERE id = '{stale}'",
+        f"INSERT INTO {lim_t} SELECT 'lim-by-hand', subscription_id, requests_per_minute, tokens_per_minute, "
+        f"tokens_per_day, created_time, updated_time, deleted_at, '{{later}}', synced_at FROM {lim_t} "
+        f"WHERE id = '{limits[19]['id']}'",
+        f"DELETE FROM {lim_t} WHERE id = '{limits[17]['id']}'"], "llm_model_limit"
+    limits[:] = [r for r in limits if r["id"] != stale and r["subscription_id"] != orphaned]
+    yield "those limits gone from the next extract", copy.deepcopy(rows), [], None
     yield "a row inserted by hand", copy.deepcopy(rows), [
         f"INSERT INTO {sub_t} SELECT 'sub-by-hand', use_case_id, model_id, status, created_time, updated_time, "
         f"deleted_at, source_ts, synced_at FROM {sub_t} WHERE id = '{subs[20]['id']}'"], None
@@ -122,7 +136,7 @@ def test_narrowed_applies_match_full_compares(pg_url, schema, other_schema, db, 
         results = []
         for s in (schema, full_schema):
             for statement in edits:
-                db.execute(statement.format(s=s))
+                db.execute(statement.format(s=s, later=(at + timedelta(minutes=30)).isoformat()))
             results.append(_sync(pg_url, s, f"step-{n}", body))
         narrow, full = results
         assert {k: v[0] for k, v in narrow.items()} == {k: v[0] for k, v in full.items()}, label
@@ -135,7 +149,7 @@ def test_narrowed_applies_match_full_compares(pg_url, schema, other_schema, db, 
             else:
                 assert compared < staged // 10, (label, name, compared)  # it compared only a few rows
                 narrowed_steps += 1
-    assert narrowed_steps >= 2 * len(steps) - 3
+    assert narrowed_steps >= 2 * len(steps) - 4
     # The repairs happened (in both): the hand edits did not survive.
     assert db.execute(f'SELECT count(*) FROM "{schema}"."{SUBS.table}" WHERE id = \'sub-by-hand\' '
                       "AND deleted_at IS NULL").fetchone()[0] == 0
