@@ -377,9 +377,11 @@ def apply_landed(
                     ).format(sync_table(schema, "rejected_records")),
                     {"run": run_id, "e": entity.name},
                 )
-        # A narrowed apply already knows (its writes never make a row newer than the extract).
-        if found.newer if narrowed else conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {t} WHERE {ver} > %(v)s)")
-                                                     .format(t=target, ver=ident(VERSION_COLUMN)), params).fetchone()[0]:
+        # Rows newer than the extract: a narrowed apply read that already (its writes never make one).
+        newer = found.newer if narrowed else conn.execute(sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {t} WHERE {ver} > %(v)s)").format(t=target, ver=ident(VERSION_COLUMN)),
+            params).fetchone()[0]
+        if newer:
             stale = sql.SQL("SELECT s.id FROM {src} s JOIN {t} o ON o.id = s.id WHERE o.{ver} > %(v)s").format(
                 src=src, t=target, ver=ident(VERSION_COLUMN))
             counts.stale = conn.execute(sql.SQL("SELECT count(*) FROM ({}) x").format(stale), params).fetchone()[0]

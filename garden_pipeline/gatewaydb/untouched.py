@@ -153,7 +153,9 @@ def candidates(conn: psycopg.Connection, schema: str, entity: Entity, stage_tabl
         "i AS (INSERT INTO {c} (id) SELECT unnest(touched) FROM g UNION SELECT unnest(%(listed)s::text[])) "
         "SELECT live, newer FROM g").format(d=ident(DELETED_COLUMN), ver=ident(VERSION_COLUMN),
                                             clean=_clean("o", True), t=target, c=c), params).fetchone())
-    conn.execute(sql.SQL("ANALYZE {}").format(c))
+    # Statistics of the join key only (and the row count, which ANALYZE always sets): the plans join on id,
+    # and computing every column's statistics of the staged copy cost ~0.1 s per changed sync.
+    conn.execute(sql.SQL("ANALYZE {} (id)").format(c))
     if absent_only:
         conn.execute(sql.SQL("UPDATE {c} c SET staged = true FROM {s} s WHERE s.id = c.id").format(c=c, s=stage))
         return found
@@ -176,7 +178,7 @@ def candidates(conn: psycopg.Connection, schema: str, entity: Entity, stage_tabl
         "RETURNING c.id) INSERT INTO {c} (id, staged, vouched) SELECT s.id, true, s.{d} IS NOT NULL FROM {staged} s "
         "WHERE s.id NOT IN (SELECT id FROM u)").format(c=c, d=ident(DIGEST), staged=ident(STAGED)))
     for table in (CANDIDATES, STAGED):
-        conn.execute(sql.SQL("ANALYZE {}").format(ident(table)))
+        conn.execute(sql.SQL("ANALYZE {} (id)").format(ident(table)))
     return found
 
 
