@@ -433,10 +433,11 @@ def delete_preview(conn: psycopg.Connection, schema: str, entity: str, stage_tab
         live = found.live if narrowed else None
         # Two statements, not one with count(*) FILTER (... NOT EXISTS ...): inside FILTER the subquery runs
         # once per row against the unindexed staging table; in WHERE it becomes one hash anti-join.
-        absent = conn.execute(
-            sql.SQL("SELECT count(*) FROM {t} t WHERE {absent}").format(
-                t=target, absent=_absent(schema, e, stage_table, narrowed)), {"v": generated_at},
-        ).fetchone()[0]
+        with untouched.index_probes(conn, untouched.count_candidates(conn) if narrowed else 1, live or 0):
+            absent = conn.execute(
+                sql.SQL("SELECT count(*) FROM {t} t WHERE {absent}").format(
+                    t=target, absent=_absent(schema, e, stage_table, narrowed)), {"v": generated_at},
+            ).fetchone()[0]
         if live is None:
             live = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {d} IS NULL").format(
                 t=target, d=ident(DELETED_COLUMN))).fetchone()[0]
