@@ -56,10 +56,11 @@ BODIES = [
     json.dumps({"generated_at": "2025-01-01T00:00:00Z", "projects": ROWS, "limits": ROWS[:3]}, default=str),
     json.dumps({"projects": ROWS, "generated_at": "x"}, indent=2, default=str),  # whitespace between rows
     '{"projects": [{"id": "a"},{"id": "}]"},{"id": "b"}],"limits":[{"id":"c"},{"id":"d"}],"generated_at":"x"}',
+    '{"projects": [{"id": "a"},{"id": "b}]c"}],"limits":[{"id":"}]"}],"generated_at":"x"}',  # ... in the last one
 ]
 
 
-@pytest.mark.parametrize("body", BODIES, ids=["compact", "indented", "brackets-in-strings"])
+@pytest.mark.parametrize("body", BODIES, ids=["compact", "indented", "brackets-in-strings", "brackets-in-last"])
 @pytest.mark.parametrize("run_chars", [8, 40, 300, 1 << 16])
 def test_runs_and_single_elements_together_are_the_whole_array(monkeypatch, body, run_chars):
     monkeypatch.setattr(stream, "RUN_CHARS", run_chars)
@@ -72,6 +73,15 @@ def test_runs_and_single_elements_together_are_the_whole_array(monkeypatch, body
             assert taken.get("projects", 0) > 0  # runs were really taken, not only single elements
         declined, _ = _read(body.encode(), size, lambda text: None)
         assert declined == expected
+
+
+def test_the_last_element_comes_in_a_run_too(monkeypatch):
+    # Landed one by one it would get no digest, and be landed again by every sync (carry_over).
+    monkeypatch.setattr(stream, "RUN_CHARS", 1 << 16)
+    body = BODIES[0].encode()
+    for size in (7, 64, len(body)):
+        _, taken = _read(body, size, _json_runs)
+        assert taken == {"projects": len(ROWS), "limits": 3}, size
 
 
 @pytest.mark.parametrize("run_chars", [8, 64])

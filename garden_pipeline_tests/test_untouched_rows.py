@@ -108,7 +108,7 @@ def _steps(state: ModelGardenState):
         f"UPDATE {sub_t} SET status = 'cancelled', source_ts = source_ts + interval '1 second' "
         f"WHERE id = '{subs[50]['id']}'", f"UPDATE {uc_t} SET deleted_at = source_ts WHERE id = "
         f"'{rows['use_case'][4]['id']}'"], None
-    last = subs.pop()  # the array's last element is landed alone, without a digest: never carried over
+    last = subs.pop()
     yield "the last subscription gone", copy.deepcopy(rows), [], None
     subs.append(last)
     yield "back to normal", copy.deepcopy(rows), [], None

@@ -212,10 +212,10 @@ class ArrayReader:
 
         ``decode`` gets the text of complete elements (``{...},{...}``, no brackets) and returns its
         rows, or None to decline it; the elements of a declined run are then read one by one. A run ends
-        at a ``},`` found by plain text search, which may lie inside a string: then the text is not valid
-        JSON, ``decode`` declines it, and nothing is lost but time. A run ``decode`` accepts is exactly
-        the elements the careful way would read, as JSON is read left to right and the run starts where
-        an element starts.
+        at a ``},`` (or, the array's last, at a ``}]``) found by plain text search, which may lie inside a
+        string: then the text is not valid JSON, ``decode`` declines it, and nothing is lost but time. A run
+        ``decode`` accepts is exactly the elements the careful way would read, as JSON is read left to right
+        and the run starts where an element starts.
         """
         window = self._window
         careful_until = -1  # absolute position up to which elements go one by one (a run was declined)
@@ -226,6 +226,12 @@ class ArrayReader:
                 if window.base + pos >= careful_until:
                     limit = min(len(buf), pos + RUN_CHARS)
                     end = buf.find("}]", pos, limit)  # do not run on past the array's end
+                    if end > pos:  # the array's last elements, its last one too (else landed one by one)
+                        rows = decode(buf[pos:end + 1])
+                        if rows is not None:
+                            window.pos, self._done = end + 2, True
+                            yield True, rows
+                            continue
                     cut = buf.rfind("},", pos, end if end >= 0 else limit)
                     if cut > pos:
                         rows = decode(buf[pos:cut + 1])
