@@ -93,7 +93,8 @@ def _steps(base: list[dict]):
     # old position (41) is before the rival's (near the end): it must be given its new one.
     tie.append(rival)
     tie.append(tie.pop(40))
-    tie.append(tie.pop(0))  # not last: an array's last element is always read alone, never carried
+    yield "a duplicate tied on updated_time, the carried one last", list(tie)
+    tie.append(tie.pop(0))
     yield "a duplicate tied on updated_time", tie
     twice = [dict(r) for r in changed]
     flip = "suspended" if twice[60]["status"] != "suspended" else "active"
