@@ -261,13 +261,13 @@ def drop_unrepeated(cur: psycopg.Cursor, schema: str, entity: str, batch_id: str
     Their ids, but for those among the ``landed`` ids (None: not known), go to the apply ledger's ``gone``:
     rows the next apply must consider for tombstoning. Returns them all (None: too many to list).
     """
-    gone = known.unrepeated()
-    if not gone:
+    left = known.unrepeated()
+    if not left:
         return []
     return untouched.note_gone(cur, schema, entity, batch_id, sql.SQL(
         # A parameter, but planned as a constant (psycopg's statements are unnamed): a hashed = ANY.
         "DELETE FROM {} WHERE {} = ANY(%(digests)s::bytea[]) RETURNING id").format(
-        ident(sync_schema(schema), table), ident(DIGEST)), {"digests": gone}, landed)
+        ident(sync_schema(schema), table), ident(DIGEST)), {"digests": left}, landed)
 
 
 def place_carried_duplicates(cur: psycopg.Cursor, stage: sql.Composable, ordinal: str, ids: list[str],
