@@ -245,7 +245,7 @@ def record(conn: psycopg.Connection, schema: str, entity: Entity, stage_table: s
         with index_probes(conn, count_candidates(conn), rows):
             ids = [r[0] for r in conn.execute(sql.SQL("SELECT id FROM ({}) u LIMIT %(max)s").format(listed), params)]
     else:
-        # Both kinds are few (usually none, and an array's last element): one plain scan of the table and
+        # Both kinds are few (usually none): one plain scan of the table and
         # one of the staging table find them, then they are looked up by id. As one query, the planner hashed
         # the whole table to join it with the handful of staged rows without a digest (0.1 s per 450k rows).
         def few(query: str, **more) -> list[str]:
