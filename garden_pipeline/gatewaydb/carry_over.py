@@ -34,31 +34,62 @@ from garden_pipeline.gatewaydb.tables import DIGEST_COLUMN as DIGEST
 from garden_pipeline.gatewaydb.tables import sync_schema
 
 NEW, TWIN = -1, -2  # KnownRows.match: a row to land with its digest / without (it repeats a carried row)
+_BUILD_BLOCK = 1 << 16  # rows entered into the hash table at a time
+_CHUNK_BLOCKS = 1024  # table pages (8 MiB) whose digests the takeover reads at a time
 
 
 class KnownRows:
     """The digests of the rows staged in the taken-over table, and which of them this extract repeats.
 
     64-bit halves in numpy arrays, in the table's physical order: 16 bytes and a few array slots per row,
-    not a Python dict (about 140 bytes per row; 60 MB more peak memory at 450k rows). A row is looked up
+    not a Python dict (about 140 bytes per row; 60 MB more peak memory at 450k rows). They are filled a
+    chunk of the table at a time (``add``), never held as one blob first. A row is looked up
     first where the previous run's last known row stood plus one: the taken-over table holds the rows in
     the previous extract's order, so an unchanged stretch of the extract is matched with two vectorised
     compares. Rows not found there go to an open-addressing hash table of the digests (built on first
     need): a binary search of 450k digests for every row of a no-change sync took 0.3 s.
     """
 
-    def __init__(self, blob: bytes):
-        keys = np.frombuffer(blob, dtype="<u8").reshape(-1, 2)
-        self._hi, self._lo = keys[:, 0].copy(), keys[:, 1].copy()  # copies: the blob itself is not kept
+    def __init__(self, capacity: int = 0):
+        # np.empty: pages beyond the rows actually added are never touched, so cost no memory.
+        self._hi = np.empty(capacity, dtype="<u8")
+        self._lo = np.empty(capacity, dtype="<u8")
+        self._n = 0
         self._slots: np.ndarray | None = None
         self._cursor = 0
-        self.matched = np.zeros(len(keys), dtype=bool)
-        self.ordinals = np.zeros(len(keys), dtype=np.int64)
-        self._scratch = np.zeros(len(keys), dtype=np.int32)
+        self.matched = np.zeros(0, dtype=bool)
+        self.ordinals = np.zeros(0, dtype=np.int32)
         self._taken: tuple[np.ndarray, np.ndarray] | None = None
         # Ids whose staged row the takeover deleted (no digest), None if too many to list: no carried row
         # has them, so a landed row with one of them cannot repeat a carried row.
         self.dropped: list[str] | None = []
+
+    @classmethod
+    def of(cls, blob: bytes) -> "KnownRows":
+        known = cls()
+        known.add(blob)
+        return known.seal()
+
+    def add(self, blob: bytes) -> None:
+        """Append the digests (16 bytes each, concatenated) of the next rows in table order."""
+        keys = np.frombuffer(blob, dtype="<u8").reshape(-1, 2)
+        n, m = self._n, len(keys)
+        if n + m > len(self._hi):  # more rows than the capacity guessed: grow
+            size = max(n + m, 2 * len(self._hi))
+            for name in ("_hi", "_lo"):
+                grown = np.empty(size, dtype="<u8")
+                grown[:n] = getattr(self, name)[:n]
+                setattr(self, name, grown)
+        self._hi[n:n + m], self._lo[n:n + m] = keys[:, 0], keys[:, 1]
+        self._n = n + m
+
+    def seal(self) -> "KnownRows":
+        """Every digest is added: ready to match."""
+        self._hi, self._lo = self._hi[:self._n], self._lo[:self._n]
+        self.matched = np.zeros(self._n, dtype=bool)
+        # Document positions; int32 halves this array, and widens should an extract ever pass 2**31 rows.
+        self.ordinals = np.zeros(self._n, dtype=np.int32)
+        return self
 
     def __len__(self) -> int:
         return len(self._hi)
@@ -68,18 +99,23 @@ class KnownRows:
         return int(self.matched.sum())
 
     def _table(self) -> np.ndarray:
-        """Linear probing, at most half full; a digest's low bits are its home slot (xxh3 spreads them)."""
+        """Linear probing, at most half full; a digest's low bits are its home slot (xxh3 spreads them).
+
+        Filled a block of rows at a time, so the temporary arrays stay small beside the table itself."""
         if self._slots is None:
-            size = 1 << max(4, (2 * len(self._hi) - 1).bit_length())
+            n = len(self._hi)
+            size = 1 << max(4, (2 * n - 1).bit_length())
+            mask = size - 1
             slots = np.full(size, -1, dtype=np.int32)
-            pending = np.arange(len(self._hi), dtype=np.int32)
-            home = (self._hi & np.uint64(size - 1)).astype(np.int32)
-            step = 0
-            while pending.size:  # in round k every row still pending tries home + k
-                at = (home[pending] + step) & (size - 1)
-                free = slots[at] < 0
-                slots[at[free]] = pending[free]  # rows that clash over a slot: one of them gets it
-                pending, step = pending[slots[at] != pending], step + 1
+            for start in range(0, n, _BUILD_BLOCK):
+                home = (self._hi[start:start + _BUILD_BLOCK] & np.uint64(mask)).astype(np.int32)
+                pending = np.arange(len(home), dtype=np.int32)
+                step = 0
+                while pending.size:  # in round k every row still pending tries home + k
+                    at = (home[pending] + step) & mask
+                    free = slots[at] < 0
+                    slots[at[free]] = pending[free] + start  # rows that clash over a slot: one of them gets it
+                    pending, step = pending[slots[at] != pending + start], step + 1
             self._slots = slots
         return self._slots
 
@@ -119,12 +155,10 @@ class KnownRows:
         """Per digest: the index of the known row it repeats, else NEW, or TWIN if that row is taken already."""
         idx = self._find(digests)
         hits = idx[idx >= 0]
-        # Twins are identical duplicate rows, rare. Within the run: where a known row is hit twice, the
-        # later position's number overwrites the earlier one's in the scratch array.
-        scratch, numbers = self._scratch, np.arange(1, hits.size + 1, dtype=np.int32)
-        scratch[hits] = numbers
-        repeated = hits.size and (self.matched[hits].any() or (scratch[hits] != numbers).any())
-        scratch[hits] = 0
+        # Twins are identical duplicate rows, rare. Within the run: a known row hit twice. Matched in place,
+        # the hits rise strictly, which one pass tells; only otherwise are they sorted to see.
+        repeated = hits.size and (self.matched[hits].any() or (
+            not (hits[1:] > hits[:-1]).all() and np.unique(hits).size != hits.size))
         if repeated:
             hits = np.flatnonzero(idx >= 0)
             seen: set[int] = set()
@@ -147,6 +181,8 @@ class KnownRows:
         """The last taken run starts after document position ``ordinal``: remember where its rows stand."""
         if self._taken is not None:
             rows, positions = self._taken
+            if positions.size and ordinal + 1 + int(positions[-1]) > np.iinfo(self.ordinals.dtype).max:
+                self.ordinals = self.ordinals.astype(np.int64)
             self.ordinals[rows] = ordinal + 1 + positions
             self._taken = None
 
@@ -220,13 +256,13 @@ def take_over(conn: psycopg.Connection, schema: str, entity: Entity, new_table: 
     changed) when there is no such table, someone holds it, or its columns are not the new table's.
     """
     sync = sync_schema(schema)
-    known = None
+    taken = None
     try:
         with conn.transaction():  # a savepoint: giving up releases the locks taken here
             row = conn.execute(
-                sql.SQL("SELECT batch_id, stage_table FROM {} WHERE entity = %s AND mode = 'full' AND NOT dry_run "
-                        "AND applied_at IS NOT NULL ORDER BY applied_at DESC LIMIT 1 FOR UPDATE NOWAIT")
-                .format(sync_table(schema, "landed_extracts")), (entity.name,)).fetchone()
+                sql.SQL("SELECT batch_id, stage_table, rows + rejected FROM {} WHERE entity = %s AND mode = 'full' "
+                        "AND NOT dry_run AND applied_at IS NOT NULL ORDER BY applied_at DESC LIMIT 1 "
+                        "FOR UPDATE NOWAIT").format(sync_table(schema, "landed_extracts")), (entity.name,)).fetchone()
             base = f'"{sync}"."{row[1]}"' if row else None
             if base is None or conn.execute("SELECT to_regclass(%s)", (base,)).fetchone()[0] is None:
                 raise psycopg.Rollback()
@@ -234,12 +270,11 @@ def take_over(conn: psycopg.Connection, schema: str, entity: Entity, new_table: 
             conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT").format(old))
             if _layout(conn, base) != _layout(conn, f'"{sync}"."{new_table}"'):
                 raise psycopg.Rollback()
-            # One scan for both: the digests (binary: the raw 16 bytes a row, not twice that in hex to parse
-            # and hold first; string_agg skips the NULLs) and the ids of the rows without one, deleted below.
-            blob, dropped = conn.execute(sql.SQL("SELECT string_agg({d}, ''::bytea), array_agg(id) FILTER "
-                                                 "(WHERE {d} IS NULL) FROM {t}").format(d=ident(DIGEST), t=old),
-                                         binary=True).fetchone()
-            dropped = dropped or []
+            known, dropped = KnownRows(capacity=row[2]), []
+            for blob, ids in _digest_chunks(conn, old, base):
+                known.add(blob or b"")
+                dropped += ids or []
+            known.seal()
             if dropped:
                 conn.execute(sql.SQL("DELETE FROM {} WHERE {} IS NULL").format(old, ident(DIGEST)))
             conn.execute(sql.SQL("DROP TABLE {}").format(ident(sync, new_table)))
@@ -247,11 +282,32 @@ def take_over(conn: psycopg.Connection, schema: str, entity: Entity, new_table: 
             conn.execute(sql.SQL("DELETE FROM {} WHERE batch_id = %s AND entity = %s").format(
                 sync_table(schema, "landed_extracts")), (row[0], entity.name))
             untouched.carry_ledger(conn, schema, entity.name, row[0], new_batch)
-            known = KnownRows(bytes(blob or b""))
             known.dropped = dropped if len(dropped) <= untouched.MAX_LISTED else None
+            taken = known
     except psycopg.errors.LockNotAvailable:
         return None
-    return known
+    return taken
+
+
+def _digest_chunks(conn: psycopg.Connection, table: sql.Composable, name: str):
+    """The taken-over table's digests and the ids of its rows without one, a range of pages at a time.
+
+    In physical order (a TID range scan), so the cursor of ``KnownRows`` finds the rows in the order the
+    previous extract had them; in chunks, so no 7 MB blob (and its copy in libpq) is held at once.
+    """
+    pages = conn.execute("SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
+                         (name,)).fetchone()[0]
+    # One scan for both: the digests (binary: the raw 16 bytes a row, not twice that in hex to parse; string_agg
+    # skips the NULLs) and the ids of the rows without one, which the takeover deletes.
+    query = sql.SQL("SELECT string_agg({d}, ''::bytea), array_agg(id) FILTER (WHERE {d} IS NULL) FROM {t} "
+                    "WHERE ctid >= %s::tid {below}")
+    middle = query.format(d=ident(DIGEST), t=table, below=sql.SQL("AND ctid < %s::tid"))
+    last = query.format(d=ident(DIGEST), t=table, below=sql.SQL(""))  # and whatever lies past the size read
+    for first in range(0, max(pages, 1), _CHUNK_BLOCKS):
+        if first + _CHUNK_BLOCKS < pages:
+            yield conn.execute(middle, (f"({first},0)", f"({first + _CHUNK_BLOCKS},0)"), binary=True).fetchone()
+        else:
+            yield conn.execute(last, (f"({first},0)",), binary=True).fetchone()
 
 
 def drop_unrepeated(cur: psycopg.Cursor, schema: str, entity: str, batch_id: str, table: str,

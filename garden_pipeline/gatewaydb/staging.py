@@ -143,8 +143,9 @@ class _SeenIds:
     to list: then PostgreSQL checks every id.
     """
 
-    def __init__(self):
-        self.bits = bytearray(_SEEN_BITS // 8)
+    def __init__(self, carrying: bool = False):
+        # Carrying over needs no bit set (see ``again``): 2 MiB not spent.
+        self.bits = bytearray(0 if carrying else _SEEN_BITS // 8)
         self.suspects: set[str] | None = set()
         # Carrying over: every landed id is a suspect (it may repeat a carried row's), and the ids landed
         # twice are kept apart, in ``again``.
@@ -182,7 +183,7 @@ class _EntityLoader:
         self._rejects: list[tuple] = []
         self._ordinal = 0
         self._blank = (None,) * (len(entity.field_names) - 1)
-        self.seen = _SeenIds()
+        self.seen = _SeenIds(carrying=known is not None)
         # The run decoder's values are ready for binary COPY; the row-by-row path leaves some as text.
         self._row_values = binary_converter(entity) or (lambda values: values)
         self._types = [*copy_types(entity), "bytea", "bigint", "boolean"]
