@@ -8,11 +8,20 @@ where it is, the known rows the new extract does not repeat are deleted, and onl
 decoded and COPYed. The result is, row for row, the table landing the whole extract would have built
 (``test_carry_over`` holds it to that), so apply, the drift checks and repair read it as before.
 
+Memory stays flat: the taken-over table's digests are not held all at once but read into a window of a
+few ranges of its pages (``KnownRows``), in the table's physical order, which is the previous extract's
+order. The window moves along with the extract, between COPYs; a range that leaves it has its rows the
+extract did not repeat deleted then and there.
+
 Why this is exact:
 
 * only rows the run decoder took have a digest; its values are a function of the row's text alone, and
   it declines absent optional and unknown fields, so a carried row adds nothing to the schema-drift
   counts. Rows landed one by one (and rejected rows) get no digest and are landed again every time;
+* a row is carried only when its digest is found in the window, so nothing unknown is ever kept. A
+  known row the window does not hold just then is landed again like a new one, and its old copy is
+  deleted when its range leaves the window. The two copies are told apart by their ordinals: this
+  landing numbers its rows above every ordinal of the taken-over table (``ord_base``);
 * a row that repeats an already carried row (an identical duplicate) is landed, without a digest, so
   duplicate resolution sees both; a carried row among duplicates gets its new document position first;
 * the old batch is taken only when it is applied, not locked by anyone (NOWAIT, else a plain landing),
@@ -21,6 +30,8 @@ Why this is exact:
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import psycopg
@@ -31,96 +42,232 @@ from garden_pipeline.extract.row_digests import DIGEST_BYTES, digests, split_run
 from garden_pipeline.gatewaydb import untouched
 from garden_pipeline.gatewaydb.sql import ident, sync_table
 from garden_pipeline.gatewaydb.tables import DIGEST_COLUMN as DIGEST
+from garden_pipeline.gatewaydb.tables import ORDINAL_COLUMN as ORDINAL
 from garden_pipeline.gatewaydb.tables import sync_schema
 
 NEW, TWIN = -1, -2  # KnownRows.match: a row to land with its digest / without (it repeats a carried row)
-_BUILD_BLOCK = 1 << 16  # rows entered into the hash table at a time
-_CHUNK_BLOCKS = 1024  # table pages (8 MiB) whose digests the takeover reads at a time
+CHUNK_PAGES = 256  # table pages (2 MiB, some 12k subscriptions) the window takes in at a time
+WINDOW_CHUNKS = 6  # page ranges held at once; the one matched least recently leaves first
+_SAMPLE_BELOW = 4  # the seek index holds the rows whose digest's last byte is below this: 1 in 64
+_QUIET_RUNS = 8  # after a seek that found nothing, runs before the next one
+_FRESH, _HELD, _DONE = 0, 1, 2  # a page range: not read yet / in the window / left it (its leftovers deleted)
+
+
+@dataclass
+class _Chunk:
+    no: int  # the page range: pages [no * CHUNK_PAGES, (no + 1) * CHUNK_PAGES), the last one open-ended
+    n: int  # rows with a digest it held when read
+    at: int = 0  # where its rows start in the window's arrays
+    used: int = 0  # the run counter when a row of it was last matched
+    undigested: int = 0  # rows without a digest in it, deleted when it leaves
+
+
+def _literal(hi: np.ndarray, lo: np.ndarray) -> str:
+    """Digests as one ``bytea[]`` literal: psycopg dumping a list of 20k bytes took 0.1 s."""
+    pairs = np.empty((len(hi), 2), dtype="<u8")
+    pairs[:, 0], pairs[:, 1] = hi, lo
+    text = pairs.tobytes().hex()
+    step = 2 * DIGEST_BYTES
+    return "{" + ",".join("\\\\x" + text[i:i + step] for i in range(0, len(text), step)) + "}"
 
 
 class KnownRows:
-    """The digests of the rows staged in the taken-over table, and which of them this extract repeats.
+    """The digests of the taken-over table's rows, a window of its page ranges at a time.
 
-    64-bit halves in numpy arrays, in the table's physical order: 16 bytes and a few array slots per row,
-    not a Python dict (about 140 bytes per row; 60 MB more peak memory at 450k rows). They are filled a
-    chunk of the table at a time (``add``), never held as one blob first. A row is looked up
-    first where the previous run's last known row stood plus one: the taken-over table holds the rows in
-    the previous extract's order, so an unchanged stretch of the extract is matched with two vectorised
-    compares. Rows not found there go to an open-addressing hash table of the digests (built on first
-    need): a binary search of 450k digests for every row of a no-change sync took 0.3 s.
+    In numpy arrays of 64-bit halves, in the table's physical order. A row is looked up first where the
+    previous run's last known row stood plus one: an unchanged stretch of the extract is matched with two
+    vectorised compares. Rows not found there go to an open-addressing hash table of the window (built on
+    first need). The window moves on (``wants_refill``, ``refill``, between COPYs: a connection reads
+    nothing while a COPY is open) when the extract's rows reach the middle of its newest range, and seeks
+    (``_seek``) when a run's rows are mostly not in it, through an index of one row in 64 read on first
+    need. Positions in the window's arrays are valid until the next ``refill``.
     """
 
-    def __init__(self, capacity: int = 0):
-        # np.empty: pages beyond the rows actually added are never touched, so cost no memory.
-        self._hi = np.empty(capacity, dtype="<u8")
-        self._lo = np.empty(capacity, dtype="<u8")
-        self._n = 0
+    def __init__(self, cur: psycopg.Cursor, table: sql.Composable, name: str, base: int,
+                 ledger: tuple[str, str, str]):
+        self.base = base  # this landing's ordinals start above it; the taken-over rows' are at most it
+        self._table, self._ledger = table, ledger
+        pages = cur.execute("SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
+                            (name,)).fetchone()[0]
+        self._state = np.zeros(max(1, -(-pages // CHUNK_PAGES)), dtype=np.int8)
+        self._held: list[_Chunk] = []
+        self._hi = self._lo = np.empty(0, dtype="<u8")
+        self._matched = np.zeros(0, dtype=bool)
+        self._pos = np.zeros(0, dtype=np.int32)  # new document positions of the carried rows
         self._slots: np.ndarray | None = None
-        self._cursor = 0
-        self.matched = np.zeros(0, dtype=bool)
-        self.ordinals = np.zeros(0, dtype=np.int32)
+        self._cursor = -1
+        self._hot: _Chunk | None = None  # the range of the last row found
+        self._clock = 0
+        self._run = 0  # rows in the last run
+        self._lost: np.ndarray | None = None  # digests of a run mostly not found: where to seek
+        self._quiet = 0
+        self._sample: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._taken: tuple[np.ndarray, np.ndarray] | None = None
-        # Ids whose staged row the takeover deleted (no digest), None if too many to list: no carried row
-        # has them, so a landed row with one of them cannot repeat a carried row.
-        self.dropped: list[str] | None = []
+        # Carried rows' document positions per range that left the window, for ``ordinal_of``: in the order
+        # they stand in the table, as runs of consecutive positions (start index, start position).
+        self._places: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.carried = 0
+        # Ids of the taken-over rows deleted (not repeated, or without a digest), None past MAX_LISTED: no
+        # carried row has them, so a landed row with one of them cannot repeat a carried row.
+        self.freed: list[str] | None = []
+        self._move(cur, [0, 1][:len(self._state)], None)
 
-    @classmethod
-    def of(cls, blob: bytes) -> "KnownRows":
-        known = cls()
-        known.add(blob)
-        return known.seal()
+    # -- where a page range is, and reading one ---------------------------------------------------------
 
-    def add(self, blob: bytes) -> None:
-        """Append the digests (16 bytes each, concatenated) of the next rows in table order."""
-        keys = np.frombuffer(blob, dtype="<u8").reshape(-1, 2)
-        n, m = self._n, len(keys)
-        if n + m > len(self._hi):  # more rows than the capacity guessed: grow
-            size = max(n + m, 2 * len(self._hi))
-            for name in ("_hi", "_lo"):
-                grown = np.empty(size, dtype="<u8")
-                grown[:n] = getattr(self, name)[:n]
-                setattr(self, name, grown)
-        self._hi[n:n + m], self._lo[n:n + m] = keys[:, 0], keys[:, 1]
-        self._n = n + m
+    def _range(self, no: int) -> tuple[sql.Composable, dict]:
+        params = {"first": f"({no * CHUNK_PAGES},0)", "end": f"({(no + 1) * CHUNK_PAGES},0)", "base": self.base}
+        if no == len(self._state) - 1:  # open-ended: whatever lies past the size read at the start
+            return sql.SQL("ctid >= %(first)s::tid AND {o} <= %(base)s").format(o=ident(ORDINAL)), params
+        return sql.SQL("ctid >= %(first)s::tid AND ctid < %(end)s::tid AND {o} <= %(base)s").format(
+            o=ident(ORDINAL)), params
 
-    def seal(self) -> "KnownRows":
-        """Every digest is added: ready to match."""
-        self._hi, self._lo = self._hi[:self._n], self._lo[:self._n]
-        self.matched = np.zeros(self._n, dtype=bool)
-        # Document positions; int32 halves this array, and widens should an extract ever pass 2**31 rows.
-        self.ordinals = np.zeros(self._n, dtype=np.int32)
-        return self
+    def _read(self, cur: psycopg.Cursor, no: int) -> tuple[_Chunk, np.ndarray]:
+        cond, params = self._range(no)
+        # Binary: the raw 16 bytes a row, not twice that in hex to parse; string_agg skips the NULLs, and a
+        # TID range scan yields the rows in their physical order.
+        blob, undigested = cur.execute(sql.SQL("SELECT string_agg({d}, ''::bytea), count(*) FILTER (WHERE {d} IS NULL) "
+                                               "FROM {t} WHERE {c}").format(d=ident(DIGEST), t=self._table, c=cond),
+                                       params, binary=True).fetchone()
+        keys = np.frombuffer(blob or b"", dtype="<u8").reshape(-1, 2)
+        self._state[no] = _HELD
+        return _Chunk(no, len(keys), undigested=undigested), keys
 
-    def __len__(self) -> int:
-        return len(self._hi)
+    def _delete(self, cur: psycopg.Cursor, cond: sql.Composable, params: dict, relanded: set[str] | None) -> None:
+        schema, entity, batch = self._ledger
+        ids = untouched.note_gone(cur, schema, entity, batch, sql.SQL("DELETE FROM {t} WHERE {c} RETURNING id").format(
+            t=self._table, c=cond), params, relanded)
+        if self.freed is not None:
+            self.freed = None if ids is None or len(self.freed) + len(ids) > untouched.MAX_LISTED else self.freed + ids
 
-    @property
-    def carried(self) -> int:
-        return int(self.matched.sum())
+    def _leave(self, cur: psycopg.Cursor, chunk: _Chunk, relanded: set[str] | None) -> None:
+        """The range leaves the window: delete its rows the extract did not repeat, note where its carried rows went."""
+        s = slice(chunk.at, chunk.at + chunk.n)
+        kept = self._matched[s]
+        if chunk.undigested or not kept.all():
+            cond, params = self._range(chunk.no)
+            left = ~kept
+            params["digests"] = _literal(self._hi[s][left], self._lo[s][left]) if left.any() else "{}"
+            self._delete(cur, sql.SQL("{c} AND ({d} IS NULL OR {d} = ANY(%(digests)s::bytea[]))").format(
+                c=cond, d=ident(DIGEST)), params, relanded)
+        pos = self._pos[s][kept]
+        if pos.size:
+            starts = np.concatenate(([0], np.flatnonzero(np.diff(pos) != 1) + 1))
+            self._places[chunk.no] = (starts, pos[starts].astype(np.int64))
+        self._state[chunk.no] = _DONE
 
-    def _table(self) -> np.ndarray:
-        """Linear probing, at most half full; a digest's low bits are its home slot (xxh3 spreads them).
+    def _move(self, cur: psycopg.Cursor, wanted: list[int], relanded: set[str] | None) -> None:
+        """Read the ``wanted`` ranges into the window; ranges past WINDOW_CHUNKS leave it, least recently used first."""
+        new = [self._read(cur, no) for no in dict.fromkeys(wanted) if self._state[no] == _FRESH]
+        # The range of the last row found and those just after it stay longest: the extract goes on there.
+        hot = self._hot.no if self._hot is not None else -1
+        held = sorted(self._held, key=lambda c: (hot <= c.no <= hot + WINDOW_CHUNKS, c.used))
+        while held and len(held) + len(new) > WINDOW_CHUNKS:
+            self._leave(cur, held.pop(0), relanded)
+        held.sort(key=lambda c: c.at)
+        his, los, matched, pos, chunks, at = [], [], [], [], [], 0
+        for c in held:
+            s = slice(c.at, c.at + c.n)
+            his.append(self._hi[s]), los.append(self._lo[s]), matched.append(self._matched[s]), pos.append(self._pos[s])
+            chunks.append(c)
+        for c, keys in new:
+            his.append(keys[:, 0]), los.append(keys[:, 1])
+            matched.append(np.zeros(c.n, dtype=bool)), pos.append(np.zeros(c.n, dtype=self._pos.dtype))
+            c.used = self._clock
+            chunks.append(c)
+        cursor = self._cursor - self._hot.at if self._hot is not None and self._hot in held and self._cursor >= 0 else None
+        for c in chunks:
+            c.at, at = at, at + c.n
+        self._held = chunks
+        self._hi, self._lo = np.concatenate(his) if his else self._hi[:0], np.concatenate(los) if los else self._lo[:0]
+        self._matched = np.concatenate(matched) if matched else self._matched[:0]
+        self._pos = np.concatenate(pos) if pos else self._pos[:0]
+        self._slots = None
+        if cursor is not None:
+            self._cursor = self._hot.at + cursor
+        else:  # the last row found left the window: look where the new ranges start
+            self._hot, self._cursor = None, (new[0][0].at if new else -1)
 
-        Filled a block of rows at a time, so the temporary arrays stay small beside the table itself."""
+    # -- moving the window -----------------------------------------------------------------------------
+
+    def _ahead(self) -> list[int]:
+        """The unread ranges after the last row found that the window needs to hold two runs' worth ahead of it."""
+        hot, wanted = self._hot, []
+        if hot is None or self._cursor < 0:
+            return wanted
+        no, ahead = hot.no, hot.at + hot.n - self._cursor
+        while ahead < max(2 * self._run, hot.n // 2) and no + 1 < len(self._state) and self._state[no + 1] != _DONE:
+            no += 1
+            if self._state[no] == _FRESH:
+                wanted.append(no)
+                ahead += hot.n  # about as many rows as the last
+            else:
+                ahead += next(c.n for c in self._held if c.no == no)
+        return wanted
+
+    def wants_refill(self) -> bool:
+        """Whether the window should move before the next run: ``refill``, with no COPY open."""
+        return self._lost is not None or bool(self._ahead())
+
+    def refill(self, cur: psycopg.Cursor, relanded: set[str] | None) -> None:
+        wanted = []
+        if self._lost is not None:
+            wanted = self._seek(cur, self._lost)
+            self._lost = None
+            if not wanted:
+                self._quiet = _QUIET_RUNS
+        self._move(cur, wanted + self._ahead(), relanded)
+
+    def _seek(self, cur: psycopg.Cursor, lost: np.ndarray) -> list[int]:
+        """The unread ranges holding rows of this run, found through an index of one row in 64 (read once)."""
+        if self._sample is None:
+            blob, pages = cur.execute(sql.SQL(
+                "SELECT string_agg({d}, ''::bytea), array_agg((ctid::text::point)[0]::bigint) FROM {t} "
+                "WHERE get_byte({d}, 15) < %(below)s AND {o} <= %(base)s").format(
+                    d=ident(DIGEST), t=self._table, o=ident(ORDINAL)),
+                {"below": _SAMPLE_BELOW, "base": self.base}, binary=True).fetchone()
+            keys = np.frombuffer(blob or b"", dtype="<u8").reshape(-1, 2)
+            order = np.argsort(keys[:, 0], kind="stable")
+            self._sample = (keys[order, 0], keys[order, 1], np.asarray(pages or [], dtype=np.int64)[order])
+        hi, lo, pages = self._sample
+        if not hi.size:
+            return []
+        at = np.minimum(np.searchsorted(hi, lost[:, 0]), hi.size - 1)
+        hit = (hi[at] == lost[:, 0]) & (lo[at] == lost[:, 1])
+        nos = np.minimum(pages[at[hit]] // CHUNK_PAGES, len(self._state) - 1)
+        return [int(no) for no in np.unique(nos) if self._state[no] == _FRESH][:2]
+
+    def finish(self, cur: psycopg.Cursor, relanded: set[str] | None) -> list[str] | None:
+        """The array ended: delete the taken-over rows it did not repeat. Returns ``freed``."""
+        for chunk in self._held:
+            self._leave(cur, chunk, relanded)
+        self._held = []
+        for no in np.flatnonzero(self._state == _FRESH).tolist():  # never read: none of their rows came
+            self._delete(cur, *self._range(no), relanded)
+            self._state[no] = _DONE
+        return self.freed
+
+    # -- matching --------------------------------------------------------------------------------------
+
+    def _table_slots(self) -> np.ndarray:
+        """Linear probing, at most half full; a digest's low bits are its home slot (xxh3 spreads them)."""
         if self._slots is None:
             n = len(self._hi)
             size = 1 << max(4, (2 * n - 1).bit_length())
             mask = size - 1
             slots = np.full(size, -1, dtype=np.int32)
-            for start in range(0, n, _BUILD_BLOCK):
-                home = (self._hi[start:start + _BUILD_BLOCK] & np.uint64(mask)).astype(np.int32)
-                pending = np.arange(len(home), dtype=np.int32)
-                step = 0
-                while pending.size:  # in round k every row still pending tries home + k
-                    at = (home[pending] + step) & mask
-                    free = slots[at] < 0
-                    slots[at[free]] = pending[free] + start  # rows that clash over a slot: one of them gets it
-                    pending, step = pending[slots[at] != pending + start], step + 1
+            home = (self._hi & np.uint64(mask)).astype(np.int32)
+            pending = np.arange(n, dtype=np.int32)
+            step = 0
+            while pending.size:  # in round k every row still pending tries home + k
+                at = (home[pending] + step) & mask
+                free = slots[at] < 0
+                slots[at[free]] = pending[free]  # rows that clash over a slot: one of them gets it
+                pending, step = pending[slots[at] != pending], step + 1
             self._slots = slots
         return self._slots
 
     def _lookup(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        slots = self._table()
+        slots = self._table_slots()
         mask = len(slots) - 1
         home = (hi & np.uint64(mask)).astype(np.int64)
         out = np.full(len(hi), NEW, dtype=np.int64)
@@ -135,36 +282,45 @@ class KnownRows:
 
     def _find(self, digests: list[bytes]) -> np.ndarray:
         n, known = len(digests), len(self._hi)
-        if not known:
-            return np.full(n, NEW, dtype=np.int64)
-        q = np.frombuffer(b"".join(digests), dtype="<u8").reshape(-1, 2)
-        at = self._cursor
-        m = max(0, min(n, known - at))
+        self._clock, self._run = self._clock + 1, n
         out = np.full(n, NEW, dtype=np.int64)
-        same = (self._hi[at:at + m] == q[:m, 0]) & (self._lo[at:at + m] == q[:m, 1])
-        out[:m] = np.where(same, np.arange(at, at + m), NEW)
-        miss = np.flatnonzero(out < 0)
-        if miss.size:
-            out[miss] = self._lookup(q[miss, 0], q[miss, 1])
-        found = out[out >= 0]
-        if found.size:
-            self._cursor = int(found[-1]) + 1
+        q = np.frombuffer(b"".join(digests), dtype="<u8").reshape(-1, 2)
+        if known:
+            at = self._cursor
+            if 0 <= at < known:
+                m = min(n, known - at)
+                same = (self._hi[at:at + m] == q[:m, 0]) & (self._lo[at:at + m] == q[:m, 1])
+                out[:m] = np.where(same, np.arange(at, at + m), NEW)
+            miss = np.flatnonzero(out < 0)
+            if miss.size:
+                out[miss] = self._lookup(q[miss, 0], q[miss, 1])
+            found = out[out >= 0]
+            if found.size:
+                self._cursor = int(found[-1]) + 1
+                for k in (int(found[0]), int(found[-1])):
+                    chunk = next(c for c in self._held if c.at <= k < c.at + c.n)
+                    chunk.used = self._clock
+                self._hot = chunk
+        lost = np.flatnonzero(out < 0)
+        if self._quiet:
+            self._quiet -= 1
+        elif lost.size >= 8 and 4 * lost.size >= n and (self._state == _FRESH).any():
+            self._lost = q[lost].copy()
         return out
 
     def match(self, digests: list[bytes]) -> np.ndarray:
-        """Per digest: the index of the known row it repeats, else NEW, or TWIN if that row is taken already."""
+        """Per digest: the window index of the known row it repeats, else NEW, or TWIN if that row is taken already."""
         idx = self._find(digests)
         hits = idx[idx >= 0]
         # Twins are identical duplicate rows, rare. Within the run: a known row hit twice. Matched in place,
         # the hits rise strictly, which one pass tells; only otherwise are they sorted to see.
-        repeated = hits.size and (self.matched[hits].any() or (
+        repeated = hits.size and (self._matched[hits].any() or (
             not (hits[1:] > hits[:-1]).all() and np.unique(hits).size != hits.size))
         if repeated:
-            hits = np.flatnonzero(idx >= 0)
             seen: set[int] = set()
-            for j in hits.tolist():
+            for j in np.flatnonzero(idx >= 0).tolist():
                 k = int(idx[j])
-                if self.matched[k] or k in seen:
+                if self._matched[k] or k in seen:
                     idx[j] = TWIN
                 else:
                     seen.add(k)
@@ -174,33 +330,38 @@ class KnownRows:
         """The run with these ``match`` results was accepted: its known rows are carried over."""
         positions = np.flatnonzero(idx >= 0)
         rows = idx[positions]
-        self.matched[rows] = True
+        self._matched[rows] = True
+        self.carried += rows.size
         self._taken = (rows, positions)
 
     def place(self, ordinal: int) -> None:
         """The last taken run starts after document position ``ordinal``: remember where its rows stand."""
         if self._taken is not None:
             rows, positions = self._taken
-            if positions.size and ordinal + 1 + int(positions[-1]) > np.iinfo(self.ordinals.dtype).max:
-                self.ordinals = self.ordinals.astype(np.int64)
-            self.ordinals[rows] = ordinal + 1 + positions
+            if positions.size and ordinal + 1 + int(positions[-1]) > np.iinfo(self._pos.dtype).max:
+                self._pos = self._pos.astype(np.int64)  # int32 halves the array; an extract past 2**31 widens it
+            self._pos[rows] = ordinal + 1 + positions
             self._taken = None
 
-    def ordinal_of(self, digest: bytes) -> int | None:
-        """The new document position of the carried row with this digest (None: not a carried row)."""
-        q = np.frombuffer(digest, dtype="<u8")
-        k = int(self._lookup(q[:1], q[1:])[0])
-        return int(self.ordinals[k]) if k >= 0 and self.matched[k] else None
+    def ordinal_of(self, cur: psycopg.Cursor, digest: bytes, page: int) -> int | None:
+        """The new ordinal of the carried row with this digest on this page (None: not a carried row).
 
-    def unrepeated(self) -> str:
-        """Digests of the known rows this extract did not repeat (changed or deleted since), in no set order,
-        as one ``bytea[]`` literal ("" if none): psycopg dumping a list of 20k bytes took 0.1 s."""
-        left = ~self.matched
-        pairs = np.empty((int(left.sum()), 2), dtype="<u8")
-        pairs[:, 0], pairs[:, 1] = self._hi[left], self._lo[left]
-        text = pairs.tobytes().hex()
-        step = 2 * DIGEST_BYTES
-        return "{" + ",".join("\\\\x" + text[i:i + step] for i in range(0, len(text), step)) + "}" if text else ""
+        After ``finish``: the range's rows left are exactly its carried ones, in the order they were read."""
+        no = min(page // CHUNK_PAGES, len(self._state) - 1)
+        places = self._places.get(no)
+        if places is None:
+            return None
+        cond, params = self._range(no)
+        blob = cur.execute(sql.SQL("SELECT string_agg({d}, ''::bytea) FROM {t} WHERE {c}").format(
+            d=ident(DIGEST), t=self._table, c=cond), params, binary=True).fetchone()[0]
+        keys = np.frombuffer(blob or b"", dtype="<u8").reshape(-1, 2)
+        q = np.frombuffer(digest, dtype="<u8")
+        at = np.flatnonzero((keys[:, 0] == q[0]) & (keys[:, 1] == q[1]))
+        if not at.size:
+            return None
+        starts, first = places
+        run = int(np.searchsorted(starts, at[0], side="right")) - 1
+        return self.base + int(first[run]) + int(at[0] - starts[run])
 
 
 def with_digests(decode, known: KnownRows | None):
@@ -258,81 +419,43 @@ def take_over(conn: psycopg.Connection, schema: str, entity: Entity, new_table: 
     sync = sync_schema(schema)
     taken = None
     try:
-        with conn.transaction():  # a savepoint: giving up releases the locks taken here
-            row = conn.execute(
-                sql.SQL("SELECT batch_id, stage_table, rows + rejected FROM {} WHERE entity = %s AND mode = 'full' "
-                        "AND NOT dry_run AND applied_at IS NOT NULL ORDER BY applied_at DESC LIMIT 1 "
-                        "FOR UPDATE NOWAIT").format(sync_table(schema, "landed_extracts")), (entity.name,)).fetchone()
+        with conn.transaction(), conn.cursor() as cur:  # a savepoint: giving up releases the locks taken here
+            row = cur.execute(
+                sql.SQL("SELECT batch_id, stage_table, rows + rejected, ord_base FROM {} WHERE entity = %s "
+                        "AND mode = 'full' AND NOT dry_run AND applied_at IS NOT NULL ORDER BY applied_at DESC "
+                        "LIMIT 1 FOR UPDATE NOWAIT").format(sync_table(schema, "landed_extracts")),
+                (entity.name,)).fetchone()
             base = f'"{sync}"."{row[1]}"' if row else None
-            if base is None or conn.execute("SELECT to_regclass(%s)", (base,)).fetchone()[0] is None:
+            if base is None or cur.execute("SELECT to_regclass(%s)", (base,)).fetchone()[0] is None:
                 raise psycopg.Rollback()
             old = ident(sync, row[1])
-            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT").format(old))
+            cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT").format(old))
             if _layout(conn, base) != _layout(conn, f'"{sync}"."{new_table}"'):
                 raise psycopg.Rollback()
-            known, dropped = KnownRows(capacity=row[2]), []
-            for blob, ids in _digest_chunks(conn, old, base):
-                known.add(blob or b"")
-                dropped += ids or []
-            known.seal()
-            if dropped:
-                conn.execute(sql.SQL("DELETE FROM {} WHERE {} IS NULL").format(old, ident(DIGEST)))
-            conn.execute(sql.SQL("DROP TABLE {}").format(ident(sync, new_table)))
-            conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(old, ident(new_table)))
-            conn.execute(sql.SQL("DELETE FROM {} WHERE batch_id = %s AND entity = %s").format(
+            if row[3] is not None:  # its ordinals were ord_base + document position, at most rows + rejected
+                ord_base = row[3] + row[2]
+            else:  # landed before ord_base was kept
+                ord_base = cur.execute(sql.SQL("SELECT COALESCE(max({}), 0) FROM {}").format(
+                    ident(ORDINAL), old)).fetchone()[0]
+            cur.execute(sql.SQL("DROP TABLE {}").format(ident(sync, new_table)))
+            cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(old, ident(new_table)))
+            cur.execute(sql.SQL("DELETE FROM {} WHERE batch_id = %s AND entity = %s").format(
                 sync_table(schema, "landed_extracts")), (row[0], entity.name))
             untouched.carry_ledger(conn, schema, entity.name, row[0], new_batch)
-            known.dropped = dropped if len(dropped) <= untouched.MAX_LISTED else None
-            taken = known
+            taken = KnownRows(cur, ident(sync, new_table), f'"{sync}"."{new_table}"', ord_base,
+                              (schema, entity.name, new_batch))
     except psycopg.errors.LockNotAvailable:
         return None
     return taken
 
 
-def _digest_chunks(conn: psycopg.Connection, table: sql.Composable, name: str):
-    """The taken-over table's digests and the ids of its rows without one, a range of pages at a time.
-
-    In physical order (a TID range scan), so the cursor of ``KnownRows`` finds the rows in the order the
-    previous extract had them; in chunks, so no 7 MB blob (and its copy in libpq) is held at once.
-    """
-    pages = conn.execute("SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
-                         (name,)).fetchone()[0]
-    # One scan for both: the digests (binary: the raw 16 bytes a row, not twice that in hex to parse; string_agg
-    # skips the NULLs) and the ids of the rows without one, which the takeover deletes.
-    query = sql.SQL("SELECT string_agg({d}, ''::bytea), array_agg(id) FILTER (WHERE {d} IS NULL) FROM {t} "
-                    "WHERE ctid >= %s::tid {below}")
-    middle = query.format(d=ident(DIGEST), t=table, below=sql.SQL("AND ctid < %s::tid"))
-    last = query.format(d=ident(DIGEST), t=table, below=sql.SQL(""))  # and whatever lies past the size read
-    for first in range(0, max(pages, 1), _CHUNK_BLOCKS):
-        if first + _CHUNK_BLOCKS < pages:
-            yield conn.execute(middle, (f"({first},0)", f"({first + _CHUNK_BLOCKS},0)"), binary=True).fetchone()
-        else:
-            yield conn.execute(last, (f"({first},0)",), binary=True).fetchone()
-
-
-def drop_unrepeated(cur: psycopg.Cursor, schema: str, entity: str, batch_id: str, table: str,
-                    known: KnownRows, landed: set[str] | None) -> list[str] | None:
-    """Delete the taken-over rows this extract no longer has (changed or gone); before duplicates are judged.
-
-    Their ids, but for those among the ``landed`` ids (None: not known), go to the apply ledger's ``gone``:
-    rows the next apply must consider for tombstoning. Returns them all (None: too many to list).
-    """
-    left = known.unrepeated()
-    if not left:
-        return []
-    return untouched.note_gone(cur, schema, entity, batch_id, sql.SQL(
-        # A parameter, but planned as a constant (psycopg's statements are unnamed): a hashed = ANY.
-        "DELETE FROM {} WHERE {} = ANY(%(digests)s::bytea[]) RETURNING id").format(
-        ident(sync_schema(schema), table), ident(DIGEST)), {"digests": left}, landed)
-
-
-def place_carried_duplicates(cur: psycopg.Cursor, stage: sql.Composable, ordinal: str, ids: list[str],
-                             known: KnownRows) -> None:
-    """Give carried rows among these duplicated ids their new document position (the tie-break)."""
-    found = cur.execute(sql.SQL("SELECT {d} FROM {s} WHERE id = ANY(%s) AND {d} IS NOT NULL").format(
-        d=ident(DIGEST), s=stage), (ids,)).fetchall()
-    fixes = [(d, o) for (d,) in found if (o := known.ordinal_of(bytes(d))) is not None]
+def place_carried_duplicates(cur: psycopg.Cursor, stage: sql.Composable, ids: list[str], known: KnownRows) -> None:
+    """Give carried rows among these duplicated ids their new ordinal (the tie-break); after ``finish``."""
+    found = cur.execute(sql.SQL("SELECT {d}, (ctid::text::point)[0]::bigint FROM {s} WHERE id = ANY(%s) "
+                                "AND {d} IS NOT NULL AND {o} <= %s").format(d=ident(DIGEST), s=stage, o=ident(ORDINAL)),
+                        (ids, known.base)).fetchall()
+    fixes = [(bytes(d), o) for d, page in found if (o := known.ordinal_of(cur, bytes(d), page)) is not None]
     if fixes:
         cur.execute(sql.SQL("UPDATE {s} s SET {o} = v.o FROM unnest(%s::bytea[], %s::bigint[]) AS v(d, o) "
-                            "WHERE s.{d} = v.d").format(s=stage, o=ident(ordinal), d=ident(DIGEST)),
-                    ([d for d, _ in fixes], [o for _, o in fixes]))
+                            "WHERE s.{d} = v.d AND s.{o} <= %s").format(s=stage, o=ident(ORDINAL), d=ident(DIGEST)),
+                    ([d for d, _ in fixes], [o for _, o in fixes], known.base))

@@ -28,18 +28,11 @@ from garden_pipeline.extract.stream import ArrayReader, DocumentHeader, ExtractE
 from garden_pipeline.extract.validate import RowValidator, parse_timestamp
 from garden_pipeline.gatewaydb.binary_copy import binary_converter, copy_types
 from garden_pipeline.gatewaydb import untouched
-from garden_pipeline.gatewaydb.carry_over import (
-    DIGEST,
-    KnownRows,
-    drop_unrepeated,
-    place_carried_duplicates,
-    take_over,
-    with_digests,
-)
+from garden_pipeline.gatewaydb.carry_over import DIGEST, KnownRows, place_carried_duplicates, take_over, with_digests
 from garden_pipeline.gatewaydb.sql import columns, ident, sync_table
+from garden_pipeline.gatewaydb.tables import ORDINAL_COLUMN as ORDINAL
 from garden_pipeline.gatewaydb.tables import sync_schema
 
-ORDINAL = "_ord"  # position of the row in the document; breaks ties between duplicate ids
 REJECTED = "_rejected"  # an invalid row kept by id only, so a full sync does not take it for a deletion
 _REJECT_FLUSH = 2000  # rejected rows buffered before they are written (bounds memory on a bad extract)
 _SAMPLE = 5
@@ -84,6 +77,7 @@ class LandedEntity:
     absent_optional: dict[str, int] = field(default_factory=dict)
     reject_samples: list[str] = field(default_factory=list)
     carried: int = 0  # rows kept from the previous full extract's staging table (carry_over)
+    ord_base: int = 0  # the ordinals of the rows staged now are ord_base + document position
 
 
 @dataclass
@@ -157,14 +151,14 @@ class _SeenIds:
     def seen_again(self, entity_id: str) -> None:
         self.again = _add_capped(self.again, entity_id)
 
-    def carried_suspects(self, *freed: list[str] | None) -> set[str] | None:
+    def carried_suspects(self, freed: list[str] | None) -> set[str] | None:
         """The ids to check once carried rows are in: a landed id whose carried row was deleted (``freed``)
         can only repeat another landed row, and those are in ``again``. None: check every id."""
         if self.suspects is None or self.again is None:
             return None
-        if any(ids is None for ids in freed):
+        if freed is None:
             return self.suspects | self.again
-        return (self.suspects - {i for ids in freed for i in ids}) | self.again
+        return (self.suspects - set(freed)) | self.again
 
 
 @functools.cache
@@ -203,11 +197,12 @@ class _EntityLoader:
         bits, mask, suspect, again = self.seen.bits, _SEEN_BITS - 1, self.seen.suspect, self.seen.seen_again
         known = self.known
         ordinal, fast_valid = self._ordinal, 0
+        base = known.base if known is not None else 0  # ordinals above every carried row's
         decode = _run_decoder(self.entity)
         runs = rows.runs(with_digests(decode, known) if decode is not None else None)
         with self.conn.cursor() as cur:
             while True:
-                more = False
+                more = moving = False
                 with cur.copy(self._copy_sql) as copy:
                     copy.set_types(self._types)
                     write_row = copy.write_row
@@ -226,7 +221,7 @@ class _EntityLoader:
                                     ordinal += 1
                                     rid = self._reject(row, reason)
                                     if rid is not None:
-                                        write_row((rid, *self._blank, None, ordinal, True))
+                                        write_row((rid, *self._blank, None, base + ordinal, True))
                                     if len(self._rejects) >= _REJECT_FLUSH:
                                         more = True
                                         break  # end this COPY to write rejects, then carry on with a new one
@@ -238,7 +233,7 @@ class _EntityLoader:
                             ordinal += 1
                             if values is None:
                                 continue
-                            write_row((*values, digest, ordinal, False))
+                            write_row((*values, digest, base + ordinal, False))
                             if known is not None:
                                 landed_ids = self.seen.suspects
                                 if landed_ids is None:
@@ -254,7 +249,12 @@ class _EntityLoader:
                                 suspect(values[0])
                             else:
                                 bits[h >> 3] |= bit
+                        if decoded and known is not None and known.wants_refill():
+                            more = moving = True
+                            break  # end this COPY to move the window of carried rows, then carry on
                 self._flush_rejects(cur)
+                if moving:
+                    known.refill(cur, self.seen.suspects)
                 if not more:
                     break
         self._ordinal = ordinal
@@ -319,7 +319,7 @@ def _resolve_duplicates(cur: psycopg.Cursor, schema: str, run_id: str, entity: E
     if not duplicate_ids:
         return
     if known is not None:
-        place_carried_duplicates(cur, stage, ORDINAL, duplicate_ids, known)
+        place_carried_duplicates(cur, stage, duplicate_ids, known)
     cur.execute(
         sql.SQL(
             """
@@ -401,9 +401,9 @@ def land_extract(
             with conn.cursor() as cur:
                 suspects = loader.seen.suspects
                 if k is not None:
-                    gone = drop_unrepeated(cur, schema, entity.name, batch_id, le.stage_table, k, suspects)
-                    le.carried = k.carried
-                    suspects = loader.seen.carried_suspects(k.dropped, gone)
+                    freed = k.finish(cur, suspects)
+                    le.carried, le.ord_base = k.carried, k.base
+                    suspects = loader.seen.carried_suspects(freed)
                 _resolve_duplicates(cur, schema, run_id, entity, le, record_rejects=not dry_run,
                                     suspects=suspects, known=k)
 
@@ -426,11 +426,12 @@ def land_extract(
             cur.executemany(
                 sql.SQL(
                     "INSERT INTO {} (batch_id, entity, run_id, mode, dry_run, generated_at, updated_since, "
-                    "stage_table, rows, rejected, unknown_fields) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb)"
+                    "stage_table, rows, rejected, unknown_fields, ord_base) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,"
+                    "%s::jsonb,%s)"
                 ).format(sync_table(schema, "landed_extracts")),
                 [
                     (batch_id, le.entity, run_id, mode, dry_run, generated_at, updated_since, le.stage_table,
-                     le.rows, le.rejected, json.dumps(le.unknown_fields))
+                     le.rows, le.rejected, json.dumps(le.unknown_fields), le.ord_base)
                     for le in landed.values()
                 ],
             )

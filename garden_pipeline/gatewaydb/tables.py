@@ -27,6 +27,9 @@ SYNCED_COLUMN = "synced_at"  # when the pipeline last wrote the row
 DELETED_COLUMN = "deleted_at"  # tombstone; set when Model Garden deleted the entity
 # Staging column: the row's text digest, NULL where the row may not be carried over (gatewaydb/carry_over.py).
 DIGEST_COLUMN = "_digest"
+# Staging column: the row's ordinal, ord_base (landed_extracts) + its position in the document; breaks ties
+# between duplicate ids, and tells a carried row (at most ord_base) from one this landing staged.
+ORDINAL_COLUMN = "_ord"
 # Statement trigger on every entity table counting hard deletes (migration 0004, gatewaydb/untouched.py).
 HARD_DELETE_TRIGGER = "garden_hard_deletes"
 
@@ -94,6 +97,8 @@ def _sync_tables(metadata: sa.MetaData, schema: str) -> None:
         sa.Column("unknown_fields", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
         sa.Column("landed_at", ts(), nullable=False, server_default=sa.func.now()),
         sa.Column("applied_at", ts()),
+        sa.Column("ord_base", sa.BigInteger, comment="the staged rows' ordinals are above it (migration 0005); "
+                  "NULL: landed before it was kept"),
         sa.Index("ix_landed_extracts_entity", "entity", "landed_at"),
         schema=schema,
     )
