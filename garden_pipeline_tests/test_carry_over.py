@@ -271,3 +271,22 @@ def test_a_table_landed_before_ord_base_was_kept_is_taken_over_whole(pg_url, sch
     assert again.carried == len(changed) - len(changed[::10])
     _, whole = _land(pg_url, schema, "whole", _body(changed))
     assert _staged(db, schema, again) == _staged(db, schema, whole) != before
+
+
+def test_rows_the_last_landing_changed_are_carried_from_the_tables_end(pg_url, schema, db, monkeypatch):
+    """A sync after a changed one: the rows it changed were appended at the table's end, out of the extract's
+    order; the window holds those ranges from the start, so they are carried, not landed again."""
+    monkeypatch.setattr(carry_over, "CHUNK_PAGES", 8)
+    monkeypatch.setattr(carry_over, "WINDOW_CHUNKS", 5)
+    migrate.upgrade(pg_url, schema)
+    rows = [json.loads(json.dumps(r)) for r in ModelGardenState(scale=12_000, seed=3).rows(ENTITY)]
+    changed = [dict(r, updated_time="2030-01-01T00:00:00Z") if i % 20 == 7 else r for i, r in enumerate(rows)]
+    batch, _ = _land(pg_url, schema, "first", _body(rows))
+    _applied(db, schema, batch)
+    batch, le = _land(pg_url, schema, "changed", _body(changed))
+    assert le.carried == len(rows) - len(rows[7::20])
+    pages = db.execute(f"SELECT pg_relation_size('\"{sync_schema(schema)}\".\"{le.stage_table}\"') / 8192").fetchone()[0]
+    assert pages > 8 * 5  # more ranges than the window holds
+    _applied(db, schema, batch)
+    _, again = _land(pg_url, schema, "again", _body(changed))
+    assert again.carried == len(rows)

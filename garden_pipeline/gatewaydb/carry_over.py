@@ -48,6 +48,7 @@ from garden_pipeline.gatewaydb.tables import sync_schema
 NEW, TWIN = -1, -2  # KnownRows.match: a row to land with its digest / without (it repeats a carried row)
 CHUNK_PAGES = 256  # table pages (2 MiB, some 12k subscriptions) the window takes in at a time
 WINDOW_CHUNKS = 6  # page ranges held at once; the one matched least recently leaves first
+PINNED_CHUNKS = 2  # of them, ranges at the table's end holding the previous landing's rows, held throughout
 _SAMPLE_BELOW = 4  # the seek index holds the rows whose digest's last byte is below this: 1 in 64
 _QUIET_RUNS = 8  # after a seek that found nothing, runs before the next one
 _FRESH, _HELD, _DONE = 0, 1, 2  # a page range: not read yet / in the window / left it (its leftovers deleted)
@@ -60,6 +61,7 @@ class _Chunk:
     at: int = 0  # where its rows start in the window's arrays
     used: int = 0  # the run counter when a row of it was last matched
     undigested: int = 0  # rows without a digest in it, deleted when it leaves
+    pinned: bool = False  # holds rows the previous landing appended: in the window until the end
 
 
 def _literal(hi: np.ndarray, lo: np.ndarray) -> str:
@@ -84,7 +86,7 @@ class KnownRows:
     """
 
     def __init__(self, cur: psycopg.Cursor, table: sql.Composable, name: str, base: int,
-                 ledger: tuple[str, str, str]):
+                 ledger: tuple[str, str, str], previous: int | None = None):
         self.base = base  # this landing's ordinals start above it; the taken-over rows' are at most it
         self._table, self._ledger = table, ledger
         pages = cur.execute("SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
@@ -98,6 +100,7 @@ class KnownRows:
         self._cursor = -1
         self._hot: _Chunk | None = None  # the range of the last row found
         self._clock = 0
+        self._pinned = np.zeros(0, dtype=bool)
         self._run = 0  # rows in the last run
         self._lost: np.ndarray | None = None  # digests of a run mostly not found: where to seek
         self._quiet = 0
@@ -110,7 +113,33 @@ class KnownRows:
         # Ids of the taken-over rows deleted (not repeated, or without a digest), None past MAX_LISTED: no
         # carried row has them, so a landed row with one of them cannot repeat a carried row.
         self.freed: list[str] | None = []
+        self._starts = np.zeros(0, dtype=np.int64)  # where each held range's rows start in the arrays
         self._move(cur, [0, 1][:len(self._state)], None)
+        if previous is not None:
+            self._pin(cur, previous)
+
+    def _pin(self, cur: psycopg.Cursor, previous: int) -> None:
+        """Hold the ranges at the table's end that the previous landing appended rows to (ordinals above
+        ``previous``): rows it changed stand there, in document order but apart from the rest, and the next
+        extract lists them among the others. Not when it landed the first range too (it landed it all)."""
+        def appended(no: int) -> int:
+            cond, params = self._range(no)
+            return cur.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {c} AND {o} > %(previous)s").format(
+                t=self._table, c=cond, o=ident(ORDINAL)), {**params, "previous": previous}).fetchone()[0]
+
+        last = len(self._state) - 1
+        if last < 2 or appended(0):
+            return
+        pins = []
+        # At least three ranges stay for the body: the range being matched, one ahead, one to move into.
+        for no in range(last, max(1, last - min(PINNED_CHUNKS, WINDOW_CHUNKS - 3)), -1):
+            if not appended(no):
+                break
+            pins.append(no)
+        self._move(cur, pins, None)
+        for c in self._held:
+            c.pinned = c.no in pins
+        self._pinned = np.array([c.pinned for c in self._held])
 
     # -- where a page range is, and reading one ---------------------------------------------------------
 
@@ -160,7 +189,7 @@ class KnownRows:
         new = [self._read(cur, no) for no in dict.fromkeys(wanted) if self._state[no] == _FRESH]
         # The range of the last row found and those just after it stay longest: the extract goes on there.
         hot = self._hot.no if self._hot is not None else -1
-        held = sorted(self._held, key=lambda c: (hot <= c.no <= hot + WINDOW_CHUNKS, c.used))
+        held = sorted(self._held, key=lambda c: (c.pinned or hot <= c.no <= hot + WINDOW_CHUNKS, c.used))
         while held and len(held) + len(new) > WINDOW_CHUNKS:
             self._leave(cur, held.pop(0), relanded)
         held.sort(key=lambda c: c.at)
@@ -178,6 +207,8 @@ class KnownRows:
         for c in chunks:
             c.at, at = at, at + c.n
         self._held = chunks
+        self._starts = np.array([c.at for c in chunks], dtype=np.int64)
+        self._pinned = np.array([c.pinned for c in chunks], dtype=bool)
         self._hi, self._lo = np.concatenate(his) if his else self._hi[:0], np.concatenate(los) if los else self._lo[:0]
         self._matched = np.concatenate(matched) if matched else self._matched[:0]
         self._pos = np.concatenate(pos) if pos else self._pos[:0]
@@ -296,11 +327,13 @@ class KnownRows:
                 out[miss] = self._lookup(q[miss, 0], q[miss, 1])
             found = out[out >= 0]
             if found.size:
-                self._cursor = int(found[-1]) + 1
-                for k in (int(found[0]), int(found[-1])):
-                    chunk = next(c for c in self._held if c.at <= k < c.at + c.n)
-                    chunk.used = self._clock
-                self._hot = chunk
+                where = np.searchsorted(self._starts, found, side="right") - 1
+                for i in np.unique(where).tolist():
+                    self._held[i].used = self._clock
+                # The cursor follows the extract through the table's body, not into the pinned ranges.
+                body = np.flatnonzero(~self._pinned[where])
+                last = int(body[-1]) if body.size else found.size - 1
+                self._cursor, self._hot = int(found[last]) + 1, self._held[int(where[last])]
         lost = np.flatnonzero(out < 0)
         if self._quiet:
             self._quiet -= 1
@@ -443,7 +476,7 @@ def take_over(conn: psycopg.Connection, schema: str, entity: Entity, new_table: 
                 sync_table(schema, "landed_extracts")), (row[0], entity.name))
             untouched.carry_ledger(conn, schema, entity.name, row[0], new_batch)
             taken = KnownRows(cur, ident(sync, new_table), f'"{sync}"."{new_table}"', ord_base,
-                              (schema, entity.name, new_batch))
+                              (schema, entity.name, new_batch), previous=row[3])
     except psycopg.errors.LockNotAvailable:
         return None
     return taken
