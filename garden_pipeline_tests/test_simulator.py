@@ -470,13 +470,11 @@ def test_mutate_endpoint():
         assert httpx.post(server.url + "/_sim/mutate", json={"n": 1, "kinds": ["EXPLODED"]}).status_code == 400
 
 
-def test_server_starts_fast_and_stops_cleanly():
-    t0 = time.monotonic()
+def test_server_starts_and_stops_cleanly():
+    # Start-up speed is not asserted here: timings belong to bench/, not to tests that a busy CI box can flake.
     server = SimulatorServer(scale=100).start()
-    started = time.monotonic() - t0
     assert httpx.get(server.url + SYNC_PATH).status_code == 200
     server.stop()
-    assert started < 1.0
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.url + SYNC_PATH)
 
@@ -488,6 +486,8 @@ def test_signature_sign_and_verify():
     header = sign("alpha", body, t=now)
     assert re.fullmatch(r"t=1760000000,v1=[0-9a-f]{64}", header)
     verify(header, body, ["alpha"], now=now + 10)
+    verify(header, body, ["alpha"], now=now + 300)  # the tolerance's edges are inside it
+    verify(header, body, ["alpha"], now=now - 300)
     verify(header, body, ["beta", "alpha"], now=now)  # rotation: the old secret still verifies
     cases = [
         (header, body, ["beta"], now, "does not match"),
