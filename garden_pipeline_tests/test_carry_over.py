@@ -119,6 +119,9 @@ def test_a_carried_landing_stages_what_a_whole_landing_stages(pg_url, schema, db
     # With a small window, rows are read in many page ranges, which leave it, are sought and run out of it.
     monkeypatch.setattr(carry_over, "CHUNK_PAGES", pages)
     monkeypatch.setattr(carry_over, "WINDOW_CHUNKS", chunks)
+    # Every step carries, however scattered the steps before left the table (a small window relands much
+    # of a shuffled extract): what is compared here is carrying itself. The limit has its own test.
+    monkeypatch.setattr(carry_over, "SCATTERED_LIMIT", float("inf"))
     migrate.upgrade(pg_url, schema)
     base = [json.loads(json.dumps(r)) for r in ModelGardenState(scale=12_000, seed=3).rows(ENTITY)]
     assert len(base) > 1500
@@ -174,8 +177,12 @@ def test_known_rows_tell_new_rows_and_twins(pg_url, schema):
         assert known.ordinal_of(cur, digests([rows[7]])[0], 0) == 10_000 + 104
 
 
-def test_known_rows_find_rows_in_any_order_as_a_dict_would(pg_url, schema):
-    """In order (the cursor), shuffled, missing and new rows (the hash table): every lookup as a dict's."""
+@pytest.mark.parametrize("probes", [carry_over._PROBES, 1, 3])
+def test_known_rows_find_rows_in_any_order_as_a_dict_would(pg_url, schema, monkeypatch, probes):
+    """In order (the cursor), shuffled, missing and new rows (the hash table): every lookup as a dict's.
+
+    With fewer slots looked at a step, rows in longer clusters take several steps (1: one slot a step)."""
+    monkeypatch.setattr(carry_over, "_PROBES", probes)
     rng = random.Random(11)
     rows = [json.dumps({"id": f"x{i}", "v": rng.random()}).encode() for i in range(5_000)]
     known_digests = digests(rows[:4_000])
@@ -290,3 +297,37 @@ def test_rows_the_last_landing_changed_are_carried_from_the_tables_end(pg_url, s
     _applied(db, schema, batch)
     _, again = _land(pg_url, schema, "again", _body(changed))
     assert again.carried == len(rows)
+
+
+def _scattered(db, schema, batch) -> int:
+    return db.execute(f'SELECT scattered FROM "{sync_schema(schema)}".landed_extracts WHERE batch_id = %s',
+                      (batch,)).fetchone()[0]
+
+
+def test_a_table_too_scattered_to_take_over_is_landed_whole(pg_url, schema, db):
+    """Rows a carrying landing stages anew stand at the table's end, out of the extract's order, and add up
+    sync after sync; past SCATTERED_LIMIT of the rows the extract is landed whole, in its order, and the count
+    starts again."""
+    migrate.upgrade(pg_url, schema)
+    rows = [json.loads(json.dumps(r)) for r in ModelGardenState(scale=12_000, seed=3).rows(ENTITY)]
+    batch, first = _land(pg_url, schema, "first", _body(rows))
+    assert _scattered(db, schema, batch) == first.scattered == 0
+    scattered = 0
+    for n in range(1, 25):
+        step = [dict(r, updated_time=f"2030-01-{n:02d}T00:00:00Z") if i % 25 == n % 25 else r
+                for i, r in enumerate(rows)]  # 4 % of the rows changed, others each time
+        _applied(db, schema, batch)
+        batch, le = _land(pg_url, schema, f"step-{n}", _body(step))
+        if scattered > carry_over.SCATTERED_LIMIT * len(rows):
+            break
+        assert le.carried >= len(rows) - len(rows[n % 25::25]), n
+        assert le.scattered == _scattered(db, schema, batch) == scattered + len(rows) - le.carried, n
+        scattered = le.scattered
+        rows = step
+    else:
+        pytest.fail("never landed whole")
+    assert n >= 3  # it carried rows over until the scatter passed the limit
+    assert le.carried == 0 and le.scattered == _scattered(db, schema, batch) == 0  # landed whole
+    _applied(db, schema, batch)
+    _, again = _land(pg_url, schema, "after", _body(step))
+    assert again.carried == len(step)  # and the next landing carries every row again

@@ -44,6 +44,8 @@ def test_a_changed_row_updates_exactly_that_row(stack, sim, db, schema):
     # An unchanged entity's rows were staged from the first sync's extract, the array's last element too.
     limits = metadata(result, "extract/llm_model_limits")
     assert limits["carried_over"] == limits["rows"] > 0
+    # The changed price was staged anew, after the carried rows: the one row out of the extract's order.
+    assert (metadata(result, "extract/llm_model_pricing")["scattered"], limits["scattered"]) == (1, 0)
     after = versions(db, schema, "llm_model_pricing")
     assert {k for k in after if after[k] != before[k]} == {price_id}
     assert live_rows(db, schema, "llm_model_pricing")[price_id]["input_price_per_1k_tokens"] == Decimal("0.0999")

@@ -100,6 +100,8 @@ class WriteResult:
     deleted: int = 0
     orphans: int = 0
     samples: dict[str, list[str]] = field(default_factory=dict)
+    # The table was empty and this write filled it: every row in it is one this transaction inserted.
+    filled_empty: bool = False
 
 
 # Staged rows from which a pull skips PostgreSQL's row-by-row foreign-key checks (see _check_parents_as_a_set).
@@ -260,6 +262,7 @@ def write_rows(
         # so no RETURNING of every id to count them (0.7 s more). The entity lock keeps the table ours.
         with first_load.indexes_built_after(conn, schema, entity):
             result.inserted = conn.execute(upsert, p).rowcount
+        result.filled_empty = True
         result.samples["inserted"] = [r[0] for r in conn.execute(
             sql.SQL("SELECT id FROM {t} ORDER BY id LIMIT {n}").format(t=target, n=sql.Literal(SAMPLE)))]
         # The planner's statistics still describe an empty table, and autovacuum may take a minute to notice:
@@ -377,8 +380,9 @@ def apply_landed(
                     ).format(sync_table(schema, "rejected_records")),
                     {"run": run_id, "e": entity.name},
                 )
-        # Rows newer than the extract: a narrowed apply read that already (its writes never make one).
-        newer = found.newer if narrowed else conn.execute(sql.SQL(
+        # Rows newer than the extract: a narrowed apply read that already (its writes never make one), and a
+        # table this apply filled holds only the extract's rows.
+        newer = False if written.filled_empty else found.newer if narrowed else conn.execute(sql.SQL(
             "SELECT EXISTS (SELECT 1 FROM {t} WHERE {ver} > %(v)s)").format(t=target, ver=ident(VERSION_COLUMN)),
             params).fetchone()[0]
         if newer:
@@ -390,7 +394,7 @@ def apply_landed(
         if now is not None:
             untouched.unvouch(conn, schema, ref.stage_table, sql.SQL("SELECT id FROM _garden_orphans"), {}, narrowed)
             untouched.record(conn, schema, entity, ref.stage_table, ref.batch_id, ref.generated_at, now, narrowed,
-                             ref.rows)
+                             ref.rows, filled=written.filled_empty)
         elif full and not ref.dry_run:
             untouched.forget(conn, schema, entity.name, ref.batch_id)  # no ledger it could vouch for
         counts.compared = ref.rows if not narrowed else conn.execute(

@@ -78,6 +78,7 @@ class LandedEntity:
     reject_samples: list[str] = field(default_factory=list)
     carried: int = 0  # rows kept from the previous full extract's staging table (carry_over)
     ord_base: int = 0  # the ordinals of the rows staged now are ord_base + document position
+    scattered: int = 0  # rows of the staging table out of the extract's order (carry_over.SCATTERED_LIMIT)
 
 
 @dataclass
@@ -403,6 +404,8 @@ def land_extract(
                 if k is not None:
                     freed = k.finish(cur, suspects)
                     le.carried, le.ord_base = k.carried, k.base
+                    # Every row it stages anew goes after the carried ones, wherever the extract lists it.
+                    le.scattered = k.scattered + max(0, le.rows + le.rejected - k.carried)
                     suspects = loader.seen.carried_suspects(freed)
                 _resolve_duplicates(cur, schema, run_id, entity, le, record_rejects=not dry_run,
                                     suspects=suspects, known=k)
@@ -426,12 +429,12 @@ def land_extract(
             cur.executemany(
                 sql.SQL(
                     "INSERT INTO {} (batch_id, entity, run_id, mode, dry_run, generated_at, updated_since, "
-                    "stage_table, rows, rejected, unknown_fields, ord_base) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,"
-                    "%s::jsonb,%s)"
+                    "stage_table, rows, rejected, unknown_fields, ord_base, scattered) VALUES (%s,%s,%s,%s,%s,%s,"
+                    "%s,%s,%s,%s,%s::jsonb,%s,%s)"
                 ).format(sync_table(schema, "landed_extracts")),
                 [
                     (batch_id, le.entity, run_id, mode, dry_run, generated_at, updated_since, le.stage_table,
-                     le.rows, le.rejected, json.dumps(le.unknown_fields), le.ord_base)
+                     le.rows, le.rejected, json.dumps(le.unknown_fields), le.ord_base, le.scattered)
                     for le in landed.values()
                 ],
             )

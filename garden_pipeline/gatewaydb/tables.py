@@ -99,6 +99,8 @@ def _sync_tables(metadata: sa.MetaData, schema: str) -> None:
         sa.Column("applied_at", ts()),
         sa.Column("ord_base", sa.BigInteger, comment="the staged rows' ordinals are above it (migration 0005); "
                   "NULL: landed before it was kept"),
+        sa.Column("scattered", sa.BigInteger, comment="rows staged out of the extract's order: appended by "
+                  "carrying landings since the table was last landed whole (migration 0006); NULL: not counted"),
         sa.Index("ix_landed_extracts_entity", "entity", "landed_at"),
         schema=schema,
     )

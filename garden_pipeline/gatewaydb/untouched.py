@@ -228,12 +228,14 @@ def unvouch(conn: psycopg.Connection, schema: str, stage_table: str, ids: sql.Co
 
 
 def record(conn: psycopg.Connection, schema: str, entity: Entity, stage_table: str, batch_id: str,
-           generated_at: datetime, now: ApplySnapshot, narrowed: bool, rows: int) -> None:
+           generated_at: datetime, now: ApplySnapshot, narrowed: bool, rows: int, filled: bool = False) -> None:
     """Write this apply's ledger row: run last in the apply's transaction, after every write and ``unvouch``.
 
     ``unlisted``: live rows the staging table does not vouch for (no row, or no digest). After the
     tombstoning, a live row missing from the extract is one newer than it, or of its own version but
     written by someone else. When the apply compared only candidates, only they can be unlisted.
+    ``filled``: the apply inserted every row of a table it found empty (under the entity lock), so no
+    row is newer or someone else's, and only staged rows without a digest can be unlisted.
     """
     stage, target = ident(sync_schema(schema), stage_table), entity_table(schema, entity)
     d, ver = ident(DELETED_COLUMN), ident(VERSION_COLUMN)
@@ -252,8 +254,8 @@ def record(conn: psycopg.Connection, schema: str, entity: Entity, stage_table: s
             return [r[0] for r in conn.execute(sql.SQL(query + " LIMIT %(max)s").format(
                 t=target, s=stage, d=d, ver=ver, dg=ident(DIGEST)), {**params, **more})]
 
-        newer = few("SELECT t.id FROM {t} t WHERE t.{d} IS NULL AND (t.{ver} > %(v)s OR (t.{ver} = %(v)s "
-                    "AND t.xmin <> xid(%(me)s::text::xid8)))")
+        newer = [] if filled else few("SELECT t.id FROM {t} t WHERE t.{d} IS NULL AND (t.{ver} > %(v)s OR "
+                                      "(t.{ver} = %(v)s AND t.xmin <> xid(%(me)s::text::xid8)))")
         undigested = few("SELECT s.id FROM {s} s WHERE s.{dg} IS NULL")
         if len(newer) > MAX_LISTED or len(undigested) > MAX_LISTED:
             ids = None  # too many to list, whatever the lookups below would leave

@@ -118,6 +118,9 @@ def model_garden_extract(
             "rows": MetadataValue.int(le.rows),
             # rows staged unchanged from the previous full extract instead of landed again (carry_over)
             "carried_over": MetadataValue.int(le.carried),
+            # rows staged out of the extract's order since it was last landed whole; past 10 % of the rows
+            # the next full sync lands it whole again (carry_over.SCATTERED_LIMIT)
+            "scattered": MetadataValue.int(le.scattered),
             "rejected": MetadataValue.int(le.rejected),
             "duplicates": MetadataValue.int(le.duplicates),
             "unknown_fields": MetadataValue.json(le.unknown_fields),
