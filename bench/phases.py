@@ -1,6 +1,7 @@
 """Where a full sync spends its time, phase by phase, without Dagster: landing, then each entity's apply.
 
     GATEWAY_DB_URL=... .venv/bin/python bench/phases.py EXTRACT_FILE [--explain MS] [--repeat] [--then EXTRACT]
+        [--checkpoint]
 
 Reads the extract from a file (so the source's speed is out of the picture), lands it, applies every
 entity in catalogue order and prints seconds per phase. --repeat runs the same extract again (no-change);
@@ -18,13 +19,13 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import drop_schema, fresh_schema, pg_url  # noqa: E402
+from common import checkpoint, drop_schema, fresh_schema, pg_url  # noqa: E402
 
 from garden_pipeline.catalogue import CATALOGUE  # noqa: E402
 from garden_pipeline.gatewaydb import migrate  # noqa: E402
 from garden_pipeline.gatewaydb.apply import DeletePolicy, apply_landed  # noqa: E402
 from garden_pipeline.gatewaydb.connection import connect  # noqa: E402
-from garden_pipeline.gatewaydb.staging import find_landed, land_extract  # noqa: E402
+from garden_pipeline.gatewaydb.staging import LandedExtract, find_landed, land_extract  # noqa: E402
 
 
 def chunks(path: Path, size: int = 1 << 16):
@@ -42,8 +43,13 @@ def explain(conn: psycopg.Connection, min_ms: int) -> None:
     conn.add_notice_handler(lambda d: print(d.message_primary, file=sys.stderr))
 
 
-def one_pass(url: str, schema: str, path: Path, label: str, explain_ms: int | None = None) -> None:
+def one_pass(url: str, schema: str, path: Path, label: str, explain_ms: int | None = None,
+             flush: bool = False) -> tuple[LandedExtract, float, float]:
+    """Land ``path`` and apply every entity, printing each phase; returns what landed and the seconds of
+    the landing and of the applies."""
     run_id = f"{label}-{time.time_ns()}"
+    if flush:
+        checkpoint(url)  # as sync_bench.py does before each method
     with connect(url, autocommit=True) as conn:  # as the pipeline connects (jit off, autocommit)
         if explain_ms is not None:
             explain(conn, explain_ms)
@@ -61,6 +67,7 @@ def one_pass(url: str, schema: str, path: Path, label: str, explain_ms: int | No
             print(f"[{label}]   apply {e.name:18s} {d:6.2f} s ins {c.inserted} upd {c.updated} del {c.deleted} compared {c.compared}")
         print(f"[{label}] apply total {total:.2f} s; all {time.perf_counter() - t0:.2f} s; "
               f"peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    return landed, t1 - t0, total
 
 
 def main() -> None:
@@ -70,16 +77,17 @@ def main() -> None:
     ap.add_argument("--then", type=Path, metavar="EXTRACT", help="after the first sync, sync this extract (a change)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--explain", type=int, metavar="MS", help="print plans of statements slower than MS")
+    ap.add_argument("--checkpoint", action="store_true", help="CHECKPOINT before each pass, as sync_bench.py")
     args = ap.parse_args()
     url = pg_url()
     schema = fresh_schema()
     migrate.upgrade(url, schema)
     try:
-        one_pass(url, schema, args.extract, "empty", args.explain)
+        one_pass(url, schema, args.extract, "empty", args.explain, args.checkpoint)
         if args.repeat:
-            one_pass(url, schema, args.extract, "nochange", args.explain)
+            one_pass(url, schema, args.extract, "nochange", args.explain, args.checkpoint)
         if args.then:
-            one_pass(url, schema, args.then, "then", args.explain)
+            one_pass(url, schema, args.then, "then", args.explain, args.checkpoint)
     finally:
         if not args.keep:
             drop_schema(url, schema)
