@@ -96,15 +96,24 @@ def stage_table_name(entity: Entity, batch_id: str) -> str:
     return f"stage_{entity.table}_{batch_id}"
 
 
-def _create_stage(cur: psycopg.Cursor, schema: str, entity: Entity, table: str) -> None:
+@functools.lru_cache(maxsize=None)
+def _stage_column_types(entity_name: str) -> tuple[tuple[str, str], ...]:
+    """(column, PostgreSQL type) of an entity's contract fields, as its GatewayDB table declares them.
+
+    Cached: building the SQLAlchemy metadata of every table for each of the eight staging tables cost
+    0.1 s a landing (py-spy), and the types do not depend on the schema the tables live in.
+    """
+    from sqlalchemy.dialects import postgresql
+
     from garden_pipeline.gatewaydb.tables import build_metadata
 
-    cols = build_metadata(schema).tables[f"{schema}.{entity.table}"].columns
-    defs = [
-        sql.SQL("{} {}").format(ident(c.name), sql.SQL(c.type.compile(dialect=_pg_dialect())))
-        for c in cols
-        if c.name in entity.field_names
-    ]
+    entity, dialect = by_name(entity_name), postgresql.dialect()
+    cols = build_metadata("s").tables[f"s.{entity.table}"].columns
+    return tuple((c.name, c.type.compile(dialect=dialect)) for c in cols if c.name in entity.field_names)
+
+
+def _create_stage(cur: psycopg.Cursor, schema: str, entity: Entity, table: str) -> None:
+    defs = [sql.SQL("{} {}").format(ident(name), sql.SQL(type_)) for name, type_ in _stage_column_types(entity.name)]
     defs.append(sql.SQL("{} bytea").format(ident(DIGEST)))
     defs.append(sql.SQL("{} bigint NOT NULL").format(ident(ORDINAL)))
     defs.append(sql.SQL("{} boolean NOT NULL").format(ident(REJECTED)))
@@ -113,12 +122,6 @@ def _create_stage(cur: psycopg.Cursor, schema: str, entity: Entity, table: str) 
             ident(sync_schema(schema), table), sql.SQL(", ").join(defs)
         )
     )
-
-
-def _pg_dialect():
-    from sqlalchemy.dialects import postgresql
-
-    return postgresql.dialect()
 
 
 def _add_capped(ids: set[str] | None, entity_id: str) -> set[str] | None:

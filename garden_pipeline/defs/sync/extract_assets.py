@@ -5,6 +5,7 @@ selected entities, so an engineer can rematerialise just ``extract/models``.
 """
 
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from dagster import (
@@ -107,6 +108,8 @@ def model_garden_extract(
                 )
         except ExtractError as exc:
             raise Failure(description=str(exc)) from None
+    volume = [n for n in selected if AssetCheckKey(EXTRACT_KEYS[n], "volume_drift") in context.selected_asset_check_keys]
+    previews = _delete_previews(gateway_db, landed, volume) if config.mode == "full" else {}
     for name in selected:
         le = landed.entities[name]
         metadata = {
@@ -132,10 +135,35 @@ def model_garden_extract(
         if le.unknown_fields:
             context.log.warning(f"{name}: fields the catalogue does not know: {sorted(le.unknown_fields)}")
         yield MaterializeResult(asset_key=EXTRACT_KEYS[name], metadata=metadata)
-        yield from _check_results(context, gateway_db, name, le, landed, config, thresholds)
+        yield from _check_results(context, name, le, config, thresholds, previews.get(name))
 
 
-def _check_results(context, gateway_db, name, le, landed, config, thresholds):
+def _delete_previews(gateway_db: GatewayDBResource, landed, names: list[str]) -> dict[str, tuple[int, int]]:
+    """(would delete, live) per entity for the volume_drift check, on two connections at once.
+
+    Each preview is PostgreSQL's work alone (a scan of the entity table and of its staging table), and
+    the eight ran one after another while this process and the second core sat idle: 0.4 s of a 1M-row
+    changed sync. Split by rows, biggest first, so each connection gets one of the two big tables.
+    """
+    groups: list[list[str]] = [[], []]
+    load = [0, 0]
+    for name in sorted(names, key=lambda n: -landed.entities[n].rows):
+        i = load.index(min(load))
+        groups[i].append(name)
+        load[i] += landed.entities[name].rows + 1
+
+    def run(group: list[str]) -> dict[str, tuple[int, int]]:
+        if not group:
+            return {}
+        with gateway_db.connect() as conn:
+            return {n: delete_preview(conn, gateway_db.db_schema, n, landed.entities[n].stage_table,
+                                      landed.generated_at, landed.batch_id) for n in group}
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="delete-preview") as pool:
+        return {n: v for part in pool.map(run, groups) for n, v in part.items()}
+
+
+def _check_results(context, name, le, config, thresholds, preview: tuple[int, int] | None):
     key = EXTRACT_KEYS[name]
     selected = context.selected_asset_check_keys
     wanted = lambda check: AssetCheckKey(key, check) in selected  # noqa: E731
@@ -151,9 +179,7 @@ def _check_results(context, gateway_db, name, le, landed, config, thresholds):
             md = event.asset_materialization.metadata if event and event.asset_materialization else {}
             if md.get("mode") and getattr(md["mode"], "value", None) == "full" and "rows" in md:
                 previous = md["rows"].value
-            with gateway_db.connect() as conn:
-                would_delete, live = delete_preview(conn, gateway_db.db_schema, name, le.stage_table,
-                                                    landed.generated_at, landed.batch_id)
+            would_delete, live = preview
             trips = delete_guard_error(by_name(name), live, would_delete, le.rows + le.rejected,
                                        DeletePolicy(max_fraction=_DEFAULT_FRACTION)) is not None
         yield to_result(volume_drift(le.rows, previous, thresholds.volume_change, would_delete, live, trips),
