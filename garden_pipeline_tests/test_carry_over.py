@@ -15,6 +15,7 @@ import threading
 import psycopg
 import pytest
 
+from garden_pipeline.extract import stream
 from garden_pipeline.extract.stream import ExtractError
 from garden_pipeline.gatewaydb import carry_over, migrate
 from garden_pipeline.gatewaydb.carry_over import TWIN, KnownRows
@@ -113,12 +114,19 @@ def _steps(base: list[dict]):
 DEPLOYED = (carry_over.CHUNK_PAGES, carry_over.WINDOW_CHUNKS)
 
 
+def _window(monkeypatch, pages: int, chunks: int) -> None:
+    """A window of ``chunks`` ranges of ``pages`` pages, with runs as much smaller as the ranges are: as
+    deployed a run is a small part of one range, not more rows than the whole window holds."""
+    monkeypatch.setattr(carry_over, "CHUNK_PAGES", pages)
+    monkeypatch.setattr(carry_over, "WINDOW_CHUNKS", chunks)
+    monkeypatch.setattr(stream, "RUN_CHARS", max(1 << 12, stream.RUN_CHARS * pages // DEPLOYED[0]))
+
+
 @pytest.mark.parametrize("pages, chunks", [DEPLOYED, (8, 3)],
                          ids=["window as deployed", "a window of 3 x 8 pages"])
 def test_a_carried_landing_stages_what_a_whole_landing_stages(pg_url, schema, db, monkeypatch, pages, chunks):
     # With a small window, rows are read in many page ranges, which leave it, are sought and run out of it.
-    monkeypatch.setattr(carry_over, "CHUNK_PAGES", pages)
-    monkeypatch.setattr(carry_over, "WINDOW_CHUNKS", chunks)
+    _window(monkeypatch, pages, chunks)
     # Every step carries, however scattered the steps before left the table (a small window relands much
     # of a shuffled extract): what is compared here is carrying itself. The limit has its own test.
     monkeypatch.setattr(carry_over, "SCATTERED_LIMIT", float("inf"))
@@ -195,6 +203,28 @@ def test_known_rows_find_rows_in_any_order_as_a_dict_would(pg_url, schema, monke
         known = _known(pg_url, schema, cur, rows[:4_000])  # a few dozen pages: all in the window
         looked = [int(i) for run in range(0, len(extract), 333) for i in known._find(digests(extract[run:run + 333]))]
     assert looked == [reference.get(d, -1) for d in digests(extract)]
+
+
+def test_rows_shifted_by_dropped_rows_are_found_near_the_cursor_not_hashed(pg_url, schema, monkeypatch):
+    """One row in 40 dropped: the rest of each run stands a place or more further on in the table. They are
+    found in the stretch around the cursor (``_near``); only the changed rows go to the hash table."""
+    hashed = []
+    lookup = KnownRows._lookup
+    monkeypatch.setattr(KnownRows, "_lookup", lambda self, hi, lo: hashed.append(len(hi)) or lookup(self, hi, lo))
+    rows = [json.dumps({"id": f"x{i}", "pad": "p" * 20}).encode() for i in range(4_000)]
+    changed = {i: json.dumps({"id": f"x{i}", "pad": "changed"}).encode() for i in range(5, 4_000, 97)}
+    extract = [changed.get(i, r) for i, r in enumerate(rows) if i % 40 != 3]
+    reference = {d: i for i, d in enumerate(digests(rows))}
+    with connect(pg_url) as conn, conn.cursor() as cur:
+        known = _known(pg_url, schema, cur, rows)
+        looked = []
+        for start in range(0, len(extract), 300):
+            idx = known.match(digests(extract[start:start + 300]))
+            known.take(idx)
+            looked += idx.tolist()
+    assert looked == [reference.get(d, -1) for d in digests(extract)]
+    new = sum(1 for i in changed if i % 40 != 3)  # changed rows the extract still lists
+    assert new <= sum(hashed) < 2 * new, hashed
 
 
 def test_a_window_seeks_past_a_stretch_the_extract_dropped(pg_url, schema, monkeypatch):
@@ -283,8 +313,7 @@ def test_a_table_landed_before_ord_base_was_kept_is_taken_over_whole(pg_url, sch
 def test_rows_the_last_landing_changed_are_carried_from_the_tables_end(pg_url, schema, db, monkeypatch):
     """A sync after a changed one: the rows it changed were appended at the table's end, out of the extract's
     order; the window holds those ranges from the start, so they are carried, not landed again."""
-    monkeypatch.setattr(carry_over, "CHUNK_PAGES", 8)
-    monkeypatch.setattr(carry_over, "WINDOW_CHUNKS", 5)
+    _window(monkeypatch, 8, 5)
     migrate.upgrade(pg_url, schema)
     rows = [json.loads(json.dumps(r)) for r in ModelGardenState(scale=12_000, seed=3).rows(ENTITY)]
     changed = [dict(r, updated_time="2030-01-01T00:00:00Z") if i % 20 == 7 else r for i, r in enumerate(rows)]

@@ -46,6 +46,7 @@ from garden_pipeline.gatewaydb.tables import ORDINAL_COLUMN as ORDINAL
 from garden_pipeline.gatewaydb.tables import sync_schema
 
 _PROBES = 8  # slots of a row's probe sequence looked at in one step
+_NEAR, _NEAR_MIN = 64, 32  # rows either side of a run's stretch searched before the hash table; from this many missed
 NEW, TWIN = -1, -2  # KnownRows.match: a row to land with its digest / without (it repeats a carried row)
 CHUNK_PAGES = 256  # table pages (2 MiB, some 12k subscriptions) the window takes in at a time
 WINDOW_CHUNKS = 6  # page ranges held at once; the one matched least recently leaves first
@@ -331,6 +332,21 @@ class KnownRows:
             active, step = active[~found & (k >= 0).all(axis=1)], step + _PROBES
         return out
 
+    def _near(self, at: int, n: int, q: np.ndarray, miss: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Find missed rows among the known rows just around the cursor; returns those still missed.
+
+        A row the extract dropped shifts every later row of the run by one, so the compare in place
+        misses the rest of the run: in a 1M-row sync with 1 % of the limits dropped, 448k rows went to
+        the hash table (0.3 s). They stand a few places on, so a sorted copy of that stretch finds them.
+        """
+        start, end = max(0, at - _NEAR), min(len(self._hi), at + n + _NEAR)
+        near = self._hi[start:end]
+        order = np.argsort(near)
+        j = order[np.minimum(np.searchsorted(near[order], q[miss, 0]), order.size - 1)] + start
+        ok = (self._hi[j] == q[miss, 0]) & (self._lo[j] == q[miss, 1])
+        out[miss[ok]] = j[ok]
+        return miss[~ok]
+
     def _find(self, digests: list[bytes]) -> np.ndarray:
         n, known = len(digests), len(self._hi)
         self._clock, self._run = self._clock + 1, n
@@ -343,6 +359,8 @@ class KnownRows:
                 same = (self._hi[at:at + m] == q[:m, 0]) & (self._lo[at:at + m] == q[:m, 1])
                 out[:m] = np.where(same, np.arange(at, at + m), NEW)
             miss = np.flatnonzero(out < 0)
+            if miss.size >= _NEAR_MIN and 0 <= at < known:
+                miss = self._near(at, n, q, miss, out)
             if miss.size:
                 out[miss] = self._lookup(q[miss, 0], q[miss, 1])
             found = out[out >= 0]
