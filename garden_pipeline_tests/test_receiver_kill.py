@@ -50,11 +50,11 @@ def test_sigkill_mid_load_loses_no_acknowledged_event(pg_url, schema, db, tmp_pa
                         acked.append(eid)
 
     try:
-        wait_until_ok(url + "/api/v1/model-garden/health", 30)
+        wait_until_ok(url + "/api/v1/model-garden/health", 120)
         workers = [threading.Thread(target=load, args=(w,)) for w in range(4)]
         for w in workers:
             w.start()
-        deadline = time.monotonic() + 20  # ... and in time
+        deadline = time.monotonic() + 60  # ... and in time
         while len(acked) < 200 and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)

@@ -29,7 +29,7 @@ class ReceiverProcess:
                                       "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         try:
-            wait_until_ok(self.url + "/api/v1/model-garden/health", 30)
+            wait_until_ok(self.url + "/api/v1/model-garden/health", 120)  # imports Dagster, migrates: slow on a busy box
         except RuntimeError:
             self.stop()
             raise
