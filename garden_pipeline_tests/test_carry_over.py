@@ -227,6 +227,28 @@ def test_rows_shifted_by_dropped_rows_are_found_near_the_cursor_not_hashed(pg_ur
     assert new <= sum(hashed) < 2 * new, hashed
 
 
+def test_a_landing_leaves_no_garbage_waiting_for_a_full_collection(pg_url, schema):
+    """The landing keeps the collector off the old heap (gc.freeze); garbage that was young when it began must
+    not outlive it in the oldest generation, where only a full collection would free it."""
+    import gc
+    import weakref
+
+    class Body:
+        pass
+
+    migrate.upgrade(pg_url, schema)
+    gc.disable()  # only the landing's own collection may free the cycle
+    try:
+        garbage = Body()
+        garbage.cycle, garbage.payload = garbage, bytearray(1 << 20)
+        alive = weakref.ref(garbage)
+        del garbage
+        _land(pg_url, schema, "gc", _body([{"id": "x1"}]))
+        assert alive() is None
+    finally:
+        gc.enable()
+
+
 def test_a_window_seeks_past_a_stretch_the_extract_dropped(pg_url, schema, monkeypatch):
     """20 ranges of 2 pages, 3 in the window: after 2,000 rows gone from the extract, it finds its place again."""
     monkeypatch.setattr(carry_over, "CHUNK_PAGES", 2)
