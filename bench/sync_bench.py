@@ -97,7 +97,7 @@ class Simulator:
         self.proc.wait(timeout=30)
 
 
-def bench_size(url: str, redis: str, size: int, reps: int, with_dlt: bool, orm_limit: int) -> dict:
+def bench_size(url: str, redis: str, size: int, reps: int, dlt_reps: int, orm_limit: int) -> dict:
     WORK.mkdir(exist_ok=True)
     sim = Simulator(size)
     extract = WORK / f"extract-{size}.json"
@@ -126,14 +126,17 @@ def bench_size(url: str, redis: str, size: int, reps: int, with_dlt: bool, orm_l
                                                                                 redis=redis))
                 finally:
                     drop_schema(url, schema)
-        sim.download(extract)  # the state after the changes, for the peers
-        if with_dlt:
-            schema = fresh_schema()
-            try:
-                runs["dlt_first"] = [run_method("dlt_merge", url, schema, extract=extract)]
-                runs["dlt_identical"] = [run_method("dlt_merge", url, schema, extract=extract)]
-            finally:
-                drop_schema(url, schema)
+            if rep < dlt_reps:
+                # The peer in the same repetition, on the extract just synced: its ratios are of medians
+                # taken in the same stretch of the machine's weather, not one run against three.
+                schema = fresh_schema()
+                try:
+                    runs.setdefault("dlt_first", []).append(run_method("dlt_merge", url, schema, extract=extract))
+                    runs.setdefault("dlt_identical", []).append(run_method("dlt_merge", url, schema,
+                                                                           extract=extract))
+                finally:
+                    drop_schema(url, schema)
+        sim.download(extract)  # the state after the changes, for the ORM baseline
         if orm_limit:
             schema = fresh_schema()
             try:
@@ -199,14 +202,19 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--reps-1m", type=int, default=1, help="repetitions at 1M rows and above (each ~1 min)")
     ap.add_argument("--no-dlt", action="store_true")
+    ap.add_argument("--dlt-reps", type=int, help="repetitions of dlt (first load and reload, ~80 s each at 1M); "
+                    "default: as many as the other methods")
     ap.add_argument("--orm-limit", type=int, default=20_000)
     ap.add_argument("--name", default="sync", help="results file: results/<name>-<date>.md and .json")
     args = ap.parse_args()
     url = pg_url()
     redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
     facts = machine(url)
-    results = [bench_size(url, redis, n, args.reps if n < 1_000_000 else args.reps_1m, not args.no_dlt,
-                          args.orm_limit) for n in args.sizes]
+    results = []
+    for n in args.sizes:
+        reps = args.reps if n < 1_000_000 else args.reps_1m
+        dlt_reps = 0 if args.no_dlt else min(reps, args.dlt_reps if args.dlt_reps is not None else reps)
+        results.append(bench_size(url, redis, n, reps, dlt_reps, args.orm_limit))
     flushed = all(r.get("checkpointed_before") for res in results for rs in res["runs"].values() for r in rs)
     md = (("Each method started after a CHECKPOINT.\n\n" if flushed else
            "**Not every method started after a CHECKPOINT** (no privilege): timings carry the previous one's "
