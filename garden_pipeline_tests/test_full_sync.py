@@ -20,8 +20,9 @@ def test_full_sync_into_empty_db_equals_extract_field_by_field(stack, sim, db, s
     assert total == sum(sim.state.counts().values())
     # Every table it filled has planner statistics, whatever autovacuum does (-1: never analysed): the next
     # sync's joins are planned for the rows there are, not for an empty table.
-    unanalysed = db.execute("SELECT array_agg(relname ORDER BY relname) FROM pg_class WHERE relnamespace = %s::regnamespace "
-                            "AND relkind = 'r' AND reltuples < 0", (schema,)).fetchone()[0]
+    unanalysed = db.execute("SELECT array_agg(relname ORDER BY relname) FROM pg_class "
+                            "WHERE relnamespace = %s::regnamespace AND relkind = 'r' AND reltuples < 0",
+                            (schema,)).fetchone()[0]
     assert unanalysed is None
 
 

@@ -108,7 +108,8 @@ def model_garden_extract(
                 )
         except ExtractError as exc:
             raise Failure(description=str(exc)) from None
-    volume = [n for n in selected if AssetCheckKey(EXTRACT_KEYS[n], "volume_drift") in context.selected_asset_check_keys]
+    checks = context.selected_asset_check_keys
+    volume = [n for n in selected if AssetCheckKey(EXTRACT_KEYS[n], "volume_drift") in checks]
     previews = _delete_previews(gateway_db, landed, volume) if config.mode == "full" else {}
     for name in selected:
         le = landed.entities[name]
