@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from garden_pipeline.catalogue import CATALOGUE, by_name
-from garden_pipeline.gatewaydb import apply
+from garden_pipeline.gatewaydb import apply, first_load
 from garden_pipeline.gatewaydb.connection import libpq_url
 from garden_pipeline.gatewaydb.tables import parent_index_names
 from garden_pipeline_tests.harness import assert_db_equals_state, failure_messages, metadata
@@ -96,3 +96,21 @@ def test_the_lock_wait_does_not_outlive_the_load(pg_url, stack, db, schema):
             assert "AccessExclusiveLock" in held  # the indexes were dropped and built again in here
             assert conn.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND indexname = ANY(%s)",
                                 (schema, parent_index_names(entity))).fetchone()[0] == len(entity.parents)
+
+
+@pytest.mark.parametrize("server_target, expected_bounds", [(100, first_load.FIRST_STATISTICS_TARGET + 1), (10, 11)])
+def test_a_filled_table_is_analysed_at_the_lower_target_and_the_setting_is_put_back(
+        pg_url, schema, server_target, expected_bounds):
+    with psycopg.connect(libpq_url(pg_url)) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        table = sql.Identifier(schema, "filled")
+        conn.execute(sql.SQL("CREATE TABLE {} AS SELECT g AS id FROM generate_series(1, 5000) g").format(table))
+        conn.execute(f"SET default_statistics_target = {server_target}")
+        first_load.analyse(conn, table)
+        assert conn.execute("SELECT current_setting('default_statistics_target')").fetchone()[0] == str(server_target)
+        reltuples, bounds = conn.execute(
+            "SELECT c.reltuples, cardinality(s.histogram_bounds::text::int[]) FROM pg_class c "
+            "JOIN pg_stats s ON s.schemaname = %s AND s.tablename = c.relname AND s.attname = 'id' "
+            "WHERE c.oid = %s::regclass", (schema, table.as_string(conn))).fetchone()
+        assert reltuples == 5000
+        assert bounds == expected_bounds

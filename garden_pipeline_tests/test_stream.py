@@ -6,9 +6,11 @@ import json
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from garden_pipeline.catalogue import by_extract_key
-from garden_pipeline.extract.stream import ExtractError, walk_extract
+from garden_pipeline.extract.stream import ExtractError, _find_array_end, walk_extract
 
 DOC = (
     '{ "generated_at" : "2025-01-01T00:00:00Z",\n "x_meta": {"nested": [1, {"a": "]},{"}], "n": -12.5e3},'
@@ -78,3 +80,11 @@ def test_a_row_split_across_many_chunks_and_a_callback_that_stops_early():
 
     walk_extract([body[i:i + 1000] for i in range(0, len(body), 1000)], on_array)
     assert seen == {"projects": [rows[0]], "models": [{"id": "m"}]}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet='{}[]",a1\n', max_size=24))
+def test_the_array_end_search_finds_what_a_plain_search_for_the_pair_finds(text):
+    for pos in range(len(text) + 1):
+        for limit in range(pos, len(text) + 1):
+            assert _find_array_end(text, pos, limit) == text.find("}]", pos, limit), (pos, limit)

@@ -183,6 +183,18 @@ class _Window:
 RUN_CHARS = 1 << 18
 
 
+def _find_array_end(buf: str, pos: int, limit: int) -> int:
+    """``buf.find("}]", pos, limit)``, several times faster on JSON rows.
+
+    Every row ends with ``}``, so a search for the pair stops at each row's end (0.16 s per 190 MB);
+    ``]`` is rare outside an array's end, and a search for one character alone runs at memchr speed.
+    """
+    end = buf.find("]", pos + 1, limit)
+    while end >= 0 and buf[end - 1] != "}":
+        end = buf.find("]", end + 1, limit)
+    return end - 1 if end >= 0 else -1
+
+
 class ArrayReader:
     """One array of the document, read once: element by element (an iterator), or in runs (``runs``)."""
 
@@ -228,7 +240,7 @@ class ArrayReader:
                 buf, pos = window.buf, window.pos
                 if window.base + pos >= careful_until:
                     limit = min(len(buf), pos + RUN_CHARS)
-                    end = buf.find("}]", pos, limit)  # do not run on past the array's end
+                    end = _find_array_end(buf, pos, limit)  # do not run on past the array's end
                     if end > pos:  # the array's last elements, its last one too (else landed one by one)
                         rows = decode(buf[pos:end + 1])
                         if rows is not None:

@@ -265,10 +265,7 @@ def write_rows(
         result.filled_empty = True
         result.samples["inserted"] = [r[0] for r in conn.execute(
             sql.SQL("SELECT id FROM {t} ORDER BY id LIMIT {n}").format(t=target, n=sql.Literal(SAMPLE)))]
-        # The planner's statistics still describe an empty table, and autovacuum may take a minute to notice:
-        # the next sync's joins would be planned for a handful of rows (a hash of the whole table where an
-        # index probe of a few thousand would do). Sampling 30k rows costs about 50 ms.
-        conn.execute(sql.SQL("ANALYZE {t}").format(t=target))
+        first_load.analyse(conn, target)  # the statistics still describe an empty table
     else:
         _tally(conn, sql.SQL(
             """{upsert}

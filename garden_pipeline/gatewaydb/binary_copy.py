@@ -12,6 +12,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Callable
 
+from psycopg.types.string import BytesBinaryDumper
+
 from garden_pipeline.catalogue import Entity, FieldType
 from garden_pipeline.extract.timestamps import parse_timestamp
 
@@ -19,6 +21,17 @@ from garden_pipeline.extract.timestamps import parse_timestamp
 def copy_types(entity: Entity) -> list[str]:
     """The PostgreSQL type of each field, in catalogue order (for ``Copy.set_types``)."""
     return [f.type.sql_type for f in entity.fields]
+
+
+def with_fast_bytea(cursor):
+    """``cursor``, dumping ``bytes`` into a ``bytea`` column with psycopg's C dumper.
+
+    ``Copy.set_types`` picks dumpers by type oid, and for bytea that is the pure-Python dumper
+    psycopg's DB-API module registers for its ``Binary`` wrapper: a Python call per value, 0.2 s of
+    the row digests at 1M rows. Registered on this cursor only.
+    """
+    cursor.adapters.register_dumper(bytes, BytesBinaryDumper)
+    return cursor
 
 
 def _timestamp(v: Any) -> datetime:

@@ -26,7 +26,7 @@ from garden_pipeline.catalogue import CATALOGUE, Entity, by_name
 from garden_pipeline.extract.runs import compile_run_decoder
 from garden_pipeline.extract.stream import ArrayReader, DocumentHeader, ExtractError, walk_extract
 from garden_pipeline.extract.validate import RowValidator, parse_timestamp
-from garden_pipeline.gatewaydb.binary_copy import binary_converter, copy_types
+from garden_pipeline.gatewaydb.binary_copy import binary_converter, copy_types, with_fast_bytea
 from garden_pipeline.gatewaydb import untouched
 from garden_pipeline.gatewaydb.carry_over import DIGEST, KnownRows, place_carried_duplicates, take_over, with_digests
 from garden_pipeline.gatewaydb.sql import columns, ident, sync_table
@@ -204,7 +204,7 @@ class _EntityLoader:
         base = known.base if known is not None else 0  # ordinals above every carried row's
         decode = _run_decoder(self.entity)
         runs = rows.runs(with_digests(decode, known) if decode is not None else None)
-        with self.conn.cursor() as cur:
+        with with_fast_bytea(self.conn.cursor()) as cur:
             while True:
                 more = moving = False
                 with cur.copy(self._copy_sql) as copy:
