@@ -109,12 +109,14 @@ def indexes_built_after(conn: psycopg.Connection, schema: str, entity: Entity) -
     if (not indexes and key is None) or not _lock_soon(conn, [table]):
         yield False
         return
+    foreign_keys = []
     if key is not None:
-        children = [ident(schema, child) for child in sorted({child for child, _, _ in key[2]})]
+        foreign_keys = key[2]
+        children = [ident(schema, child) for child in sorted({child for child, _, _ in foreign_keys})]
         # Empty before the lock (no lock is taken on a child that holds rows), and still empty under it.
         if children and not (_empty(conn, children) and _lock_soon(conn, children) and _empty(conn, children)):
-            key = None
-    for child, name, _ in key[2] if key else ():
+            key, foreign_keys = None, []
+    for child, name, _ in foreign_keys:
         conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(ident(schema, child), ident(name)))
     if key is not None:
         conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, ident(key[0])))
@@ -125,9 +127,10 @@ def indexes_built_after(conn: psycopg.Connection, schema: str, entity: Entity) -
         conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(table, ident(key[0]), sql.SQL(key[1])))
     for _, definition in indexes:
         conn.execute(definition)
-    for child, name, definition in key[2] if key else ():
+    for child, name, definition in foreign_keys:
         conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
             ident(schema, child), ident(name), sql.SQL(definition)))
+
 
 def analyse(conn: psycopg.Connection, table: sql.Composable) -> None:
     """Planner statistics for a table a load just filled, sampled at ``FIRST_STATISTICS_TARGET``.
