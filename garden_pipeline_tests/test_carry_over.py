@@ -17,7 +17,7 @@ import pytest
 
 from garden_pipeline.extract import stream
 from garden_pipeline.extract.stream import ExtractError
-from garden_pipeline.gatewaydb import carry_over, migrate
+from garden_pipeline.gatewaydb import carry_over, migrate, staging
 from garden_pipeline.gatewaydb.carry_over import TWIN, KnownRows
 from garden_pipeline.gatewaydb.connection import connect, libpq_url
 from garden_pipeline.gatewaydb.staging import land_extract
@@ -120,6 +120,8 @@ def _window(monkeypatch, pages: int, chunks: int) -> None:
     monkeypatch.setattr(carry_over, "CHUNK_PAGES", pages)
     monkeypatch.setattr(carry_over, "WINDOW_CHUNKS", chunks)
     monkeypatch.setattr(stream, "RUN_CHARS", max(1 << 12, stream.RUN_CHARS * pages // DEPLOYED[0]))
+    if (pages, chunks) != DEPLOYED:  # and the rows staged anew go to the background COPY a few at a time
+        monkeypatch.setattr(staging, "_BUFFERED_ROWS", 7)
 
 
 @pytest.mark.parametrize("pages, chunks", [DEPLOYED, (8, 3)],
@@ -202,6 +204,7 @@ def test_known_rows_find_rows_in_any_order_as_a_dict_would(pg_url, schema, monke
     with connect(pg_url) as conn, conn.cursor() as cur:
         known = _known(pg_url, schema, cur, rows[:4_000])  # a few dozen pages: all in the window
         looked = [int(i) for run in range(0, len(extract), 333) for i in known._find(digests(extract[run:run + 333]))]
+        known.abandon()
     assert looked == [reference.get(d, -1) for d in digests(extract)]
 
 
@@ -222,6 +225,7 @@ def test_rows_shifted_by_dropped_rows_are_found_near_the_cursor_not_hashed(pg_ur
             idx = known.match(digests(extract[start:start + 300]))
             known.take(idx)
             looked += idx.tolist()
+        known.abandon()
     assert looked == [reference.get(d, -1) for d in digests(extract)]
     new = sum(1 for i in changed if i % 40 != 3)  # changed rows the extract still lists
     assert new <= sum(hashed) < 2 * new, hashed
@@ -265,7 +269,7 @@ def test_a_window_seeks_past_a_stretch_the_extract_dropped(pg_url, schema, monke
             position += len(idx)
             carried += int((idx >= 0).sum())
             if known.wants_refill():
-                known.refill(cur, set())
+                known.refill(set())
         freed = known.finish(cur, set())
         left = {r[0] for r in cur.execute(f'SELECT id FROM "{sync_schema(schema)}".known').fetchall()}
     assert carried == known.carried == len(left)

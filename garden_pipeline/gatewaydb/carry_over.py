@@ -10,7 +10,7 @@ decoded and COPYed. The result is, row for row, the table landing the whole extr
 
 Memory stays flat: the taken-over table's digests are not held all at once but read into a window of a
 few ranges of its pages (``KnownRows``), in the table's physical order, which is the previous extract's
-order. The window moves along with the extract, between COPYs; a range that leaves it has its rows the
+order. The window moves along with the extract; a range that leaves it has its rows the
 extract did not repeat deleted then and there.
 
 Why this is exact:
@@ -31,6 +31,7 @@ Why this is exact:
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,7 @@ from psycopg import sql
 from garden_pipeline.catalogue import Entity
 from garden_pipeline.extract.row_digests import DIGEST_BYTES, digests, split_run
 from garden_pipeline.gatewaydb import untouched
+from garden_pipeline.gatewaydb.background import Background
 from garden_pipeline.gatewaydb.sql import ident, sync_table
 from garden_pipeline.gatewaydb.tables import DIGEST_COLUMN as DIGEST
 from garden_pipeline.gatewaydb.tables import ORDINAL_COLUMN as ORDINAL
@@ -86,10 +88,14 @@ class KnownRows:
     In numpy arrays of 64-bit halves, in the table's physical order. A row is looked up first where the
     previous run's last known row stood plus one: an unchanged stretch of the extract is matched with two
     vectorised compares. Rows not found there go to an open-addressing hash table of the window (built on
-    first need). The window moves on (``wants_refill``, ``refill``, between COPYs: a connection reads
-    nothing while a COPY is open) when the extract's rows reach the middle of its newest range, and seeks
-    (``_seek``) when a run's rows are mostly not in it, through an index of one row in 64 read on first
-    need. Positions in the window's arrays are valid until the next ``refill``.
+    first need). The window moves on (``wants_refill``, ``refill``) when the extract's rows reach the
+    middle of its newest range, and seeks (``_seek``) when a run's rows are mostly not in it, through an
+    index of one row in 64 read on first need. Positions in the window's arrays are valid until the next
+    ``refill``.
+
+    Its statements run in a background queue (``background``), in order, while the landing parses on:
+    the deletes of a range that left the window need no answer, and the range after the newest one held
+    is read ahead. Until ``finish`` the landing hands its own statements (COPY, rejects) to ``write``.
     """
 
     def __init__(self, cur: psycopg.Cursor, table: sql.Composable, name: str, base: int,
@@ -123,18 +129,27 @@ class KnownRows:
         self.freed: list[str] | None = []
         self._gone: list[str] | None = []  # of them, those not landed again (yet): the ledger's ``gone``
         self._starts = np.zeros(0, dtype=np.int64)  # where each held range's rows start in the arrays
-        self._move(cur, [0, 1][:len(self._state)], None)
-        if previous is not None:
-            self._pin(cur, previous)
+        # Every statement on the table from here to ``finish`` goes through this queue, so the landing parses
+        # on while PostgreSQL deletes, reads ahead and COPYs (``background``).
+        self._db = Background(cur.connection, "carry-over")
+        self._prefetched: dict[int, Future] = {}  # the range the window will want next, being read already
+        try:
+            self._move([0, 1][:len(self._state)], None)
+            if previous is not None:
+                self._pin(previous)
+        except BaseException:
+            self._db.abandon()
+            raise
 
-    def _pin(self, cur: psycopg.Cursor, previous: int) -> None:
+    def _pin(self, previous: int) -> None:
         """Hold the ranges at the table's end that the previous landing appended rows to (ordinals above
         ``previous``): rows it changed stand there, in document order but apart from the rest, and the next
         extract lists them among the others. Not when it landed the first range too (it landed it all)."""
         def appended(no: int) -> int:
             cond, params = self._range(no)
-            return cur.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {c} AND {o} > %(previous)s").format(
-                t=self._table, c=cond, o=ident(ORDINAL)), {**params, "previous": previous}).fetchone()[0]
+            return self._db.call(lambda cur: cur.execute(sql.SQL(
+                "SELECT count(*) FROM {t} WHERE {c} AND {o} > %(previous)s").format(
+                    t=self._table, c=cond, o=ident(ORDINAL)), {**params, "previous": previous}).fetchone()[0])
 
         last = len(self._state) - 1
         if last < 2 or appended(0):
@@ -145,7 +160,7 @@ class KnownRows:
             if not appended(no):
                 break
             pins.append(no)
-        self._move(cur, pins, None)
+        self._move(pins, None)
         for c in self._held:
             c.pinned = c.no in pins
         self._pinned = np.array([c.pinned for c in self._held])
@@ -159,16 +174,27 @@ class KnownRows:
         return sql.SQL("ctid >= %(first)s::tid AND ctid < %(end)s::tid AND {o} <= %(base)s").format(
             o=ident(ORDINAL)), params
 
-    def _read(self, cur: psycopg.Cursor, no: int) -> tuple[_Chunk, np.ndarray]:
+    def _fetch(self, cur: psycopg.Cursor, no: int) -> tuple[bytes | None, int]:
+        """A range's digests, in the background: (their bytes, rows without one)."""
         cond, params = self._range(no)
         # Binary: the raw 16 bytes a row, not twice that in hex to parse; string_agg skips the NULLs, and a
         # TID range scan yields the rows in their physical order.
-        blob, undigested = cur.execute(sql.SQL("SELECT string_agg({d}, ''::bytea), count(*) FILTER (WHERE {d} IS NULL) "
-                                               "FROM {t} WHERE {c}").format(d=ident(DIGEST), t=self._table, c=cond),
-                                       params, binary=True).fetchone()
+        return cur.execute(sql.SQL("SELECT string_agg({d}, ''::bytea), count(*) FILTER (WHERE {d} IS NULL) "
+                                   "FROM {t} WHERE {c}").format(d=ident(DIGEST), t=self._table, c=cond),
+                           params, binary=True).fetchone()
+
+    def _read(self, no: int, fetching: Future) -> tuple[_Chunk, np.ndarray]:
+        blob, undigested = self._db.result(fetching)
         keys = np.frombuffer(blob or b"", dtype="<u8").reshape(-1, 2)
-        self._state[no] = _HELD
         return _Chunk(no, len(keys), undigested=undigested), keys
+
+    def _prefetch(self) -> None:
+        """Start reading the range after the newest one the window holds: the one it will want next."""
+        body = [c.no for c in self._held if not c.pinned]
+        no = max(body) + 1 if body else -1
+        if no in self._prefetched or not 0 <= no < len(self._state) or self._state[no] != _FRESH:
+            return
+        self._prefetched = {no: self._db.submit(self._fetch, no)}  # one at a time: memory stays flat
 
     def _delete(self, cur: psycopg.Cursor, cond: sql.Composable, params: dict, relanded: set[str] | None) -> None:
         # Never prepared: psycopg prepares a statement run five times, and a generic plan would not hash an
@@ -178,7 +204,7 @@ class KnownRows:
         self.freed = _extend_capped(self.freed, ids)
         self._gone = _extend_capped(self._gone, ids if relanded is None else [i for i in ids if i not in relanded])
 
-    def _leave(self, cur: psycopg.Cursor, chunk: _Chunk, relanded: set[str] | None) -> None:
+    def _leave(self, chunk: _Chunk, relanded: set[str] | None) -> None:
         """The range leaves the window: delete its rows the extract did not repeat, note where its carried rows went."""
         s = slice(chunk.at, chunk.at + chunk.n)
         kept = self._matched[s]
@@ -186,7 +212,7 @@ class KnownRows:
             cond, params = self._range(chunk.no)
             left = ~kept
             params["digests"] = _literal(self._hi[s][left], self._lo[s][left]) if left.any() else "{}"
-            self._delete(cur, sql.SQL("{c} AND ({d} IS NULL OR {d} = ANY(%(digests)s::bytea[]))").format(
+            self._db.submit(self._delete, sql.SQL("{c} AND ({d} IS NULL OR {d} = ANY(%(digests)s::bytea[]))").format(
                 c=cond, d=ident(DIGEST)), params, relanded)
         pos = self._pos[s][kept]
         if pos.size:
@@ -194,14 +220,19 @@ class KnownRows:
             self._places[chunk.no] = (starts, pos[starts].astype(np.int64))
         self._state[chunk.no] = _DONE
 
-    def _move(self, cur: psycopg.Cursor, wanted: list[int], relanded: set[str] | None) -> None:
+    def _move(self, wanted: list[int], relanded: set[str] | None) -> None:
         """Read the ``wanted`` ranges into the window; ranges past WINDOW_CHUNKS leave it, least recently used first."""
-        new = [self._read(cur, no) for no in dict.fromkeys(wanted) if self._state[no] == _FRESH]
+        # Asked for before the ranges leaving are deleted (the queue runs in order), unless read ahead already.
+        fetching = [(no, self._prefetched.pop(no, None) or self._db.submit(self._fetch, no))
+                    for no in dict.fromkeys(wanted) if self._state[no] == _FRESH]
+        for no, _ in fetching:
+            self._state[no] = _HELD
         # The range of the last row found and those just after it stay longest: the extract goes on there.
         hot = self._hot.no if self._hot is not None else -1
         held = sorted(self._held, key=lambda c: (c.pinned or hot <= c.no <= hot + WINDOW_CHUNKS, c.used))
-        while held and len(held) + len(new) > WINDOW_CHUNKS:
-            self._leave(cur, held.pop(0), relanded)
+        while held and len(held) + len(fetching) > WINDOW_CHUNKS:
+            self._leave(held.pop(0), relanded)
+        new = [self._read(no, f) for no, f in fetching]
         held.sort(key=lambda c: c.at)
         his, los, matched, pos, chunks, at = [], [], [], [], [], 0
         for c in held:
@@ -228,6 +259,7 @@ class KnownRows:
             self._cursor = self._hot.at + cursor
         else:  # the last row found left the window: look where the new ranges start
             self._hot, self._cursor = None, (new[0][0].at if new else -1)
+        self._prefetch()
 
     # -- moving the window -----------------------------------------------------------------------------
 
@@ -250,23 +282,35 @@ class KnownRows:
         """Whether the window should move before the next run: ``refill``, with no COPY open."""
         return self._lost is not None or bool(self._ahead())
 
-    def refill(self, cur: psycopg.Cursor, relanded: set[str] | None) -> None:
+    def refill(self, relanded: set[str] | None) -> None:
         wanted = []
         if self._lost is not None:
-            wanted = self._seek(cur, self._lost)
+            wanted = self._seek(self._lost)
             self._lost = None
             if not wanted:
                 self._quiet = _QUIET_RUNS
-        self._move(cur, wanted + self._ahead(), relanded)
+        self._move(wanted + self._ahead(), relanded)
 
-    def _seek(self, cur: psycopg.Cursor, lost: np.ndarray) -> list[int]:
+    def write(self, fn, *args) -> Future:
+        """Queue the landing's own statement (``fn(cursor, *args)``) among the window's: it must not use the
+        connection itself until ``finish``."""
+        return self._db.submit(fn, *args)
+
+    def wait(self, future: Future):
+        return self._db.result(future)
+
+    def abandon(self) -> None:
+        """The landing failed: stop the queue (nothing more runs), before its transaction rolls back."""
+        self._db.abandon()
+
+    def _seek(self, lost: np.ndarray) -> list[int]:
         """The unread ranges holding rows of this run, found through an index of one row in 64 (read once)."""
         if self._sample is None:
-            blob, pages = cur.execute(sql.SQL(
+            blob, pages = self._db.call(lambda cur: cur.execute(sql.SQL(
                 "SELECT string_agg({d}, ''::bytea), array_agg((ctid::text::point)[0]::bigint) FROM {t} "
                 "WHERE get_byte({d}, 15) < %(below)s AND {o} <= %(base)s").format(
                     d=ident(DIGEST), t=self._table, o=ident(ORDINAL)),
-                {"below": _SAMPLE_BELOW, "base": self.base}, binary=True).fetchone()
+                {"below": _SAMPLE_BELOW, "base": self.base}, binary=True).fetchone())
             keys = np.frombuffer(blob or b"", dtype="<u8").reshape(-1, 2)
             order = np.argsort(keys[:, 0], kind="stable")
             self._sample = (keys[order, 0], keys[order, 1], np.asarray(pages or [], dtype=np.int64)[order])
@@ -281,11 +325,13 @@ class KnownRows:
     def finish(self, cur: psycopg.Cursor, relanded: set[str] | None) -> list[str] | None:
         """The array ended: delete the taken-over rows it did not repeat. Returns ``freed``."""
         for chunk in self._held:
-            self._leave(cur, chunk, relanded)
+            self._leave(chunk, relanded)
         self._held = []
         for no in np.flatnonzero(self._state == _FRESH).tolist():  # never read: none of their rows came
-            self._delete(cur, *self._range(no), relanded)
+            self._db.submit(self._delete, *self._range(no), relanded)
             self._state[no] = _DONE
+        self._prefetched = {}
+        self._db.close()  # everything queued has run; the connection is the caller's again
         gone = self._gone
         if gone is not None and relanded is not None:  # some were landed again after their range left
             gone = [i for i in gone if i not in relanded]

@@ -14,6 +14,7 @@ import gc
 import json
 import re
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -38,6 +39,7 @@ _REJECT_FLUSH = 2000  # rejected rows buffered before they are written (bounds m
 _SAMPLE = 5
 _SEEN_BITS = 1 << 24  # 2 MiB of "id seen" bits per entity: ~3 % false alarms at 450k rows, memory flat
 _MAX_SUSPECTS = 100_000  # beyond this many possible duplicates, let PostgreSQL look at every id
+_BUFFERED_ROWS = 8192  # carrying over: rows handed to the background COPY at the latest after this many
 
 
 def _json_default(value: Any):
@@ -188,6 +190,7 @@ class _EntityLoader:
         self._copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             ident(sync_schema(schema), landed.stage_table), columns((*entity.field_names, DIGEST, ORDINAL, REJECTED))
         )
+        self._copying: Future | None = None  # carrying over: the last list of rows handed to the background
 
     def load(self, rows: ArrayReader) -> None:
         # The hot loop of a landing, a million times per extract. Runs of rows the run decoder took are
@@ -207,9 +210,7 @@ class _EntityLoader:
         with with_fast_bytea(self.conn.cursor()) as cur:
             while True:
                 more = moving = False
-                with cur.copy(self._copy_sql) as copy:
-                    copy.set_types(self._types)
-                    write_row = copy.write_row
+                with self._rows_out(cur) as (write_row, buffered):
                     for decoded, items in runs:
                         if decoded:
                             items, digests = items
@@ -253,12 +254,16 @@ class _EntityLoader:
                                 suspect(values[0])
                             else:
                                 bits[h >> 3] |= bit
-                        if decoded and known is not None and known.wants_refill():
-                            more = moving = True
-                            break  # end this COPY to move the window of carried rows, then carry on
+                        if known is not None:
+                            if decoded and known.wants_refill():
+                                more = moving = True
+                                break  # hand the rows over, move the window of carried rows, carry on
+                            if len(buffered) >= _BUFFERED_ROWS:
+                                more = True
+                                break
                 self._flush_rejects(cur)
                 if moving:
-                    known.refill(cur, self.seen.suspects)
+                    known.refill(self.seen.suspects)
                 if not more:
                     break
         self._ordinal = ordinal
@@ -271,6 +276,29 @@ class _EntityLoader:
         self.landed.type_changes = dict(stats.type_changes)
         self.landed.missing_required = dict(stats.missing_required)
         self.landed.absent_optional = dict(stats.absent_optional)
+
+    @contextlib.contextmanager
+    def _rows_out(self, cur: psycopg.Cursor):
+        """Where the loop writes rows: ``(write_row, None)`` into a COPY open on ``cur``; when carrying over,
+        ``(append, rows)`` to a list COPYed in the background once the loop hands it over, so the landing
+        parses on meanwhile (``background``)."""
+        if self.known is None:
+            with cur.copy(self._copy_sql) as copy:
+                copy.set_types(self._types)
+                yield copy.write_row, None
+            return
+        rows: list[tuple] = []
+        yield rows.append, rows
+        if rows:
+            if self._copying is not None:
+                self.known.wait(self._copying)  # one list in the queue at a time: memory stays bounded
+            self._copying = self.known.write(self._copy_rows, rows)
+
+    def _copy_rows(self, cur: psycopg.Cursor, rows: list[tuple]) -> None:
+        with with_fast_bytea(cur).copy(self._copy_sql) as copy:
+            copy.set_types(self._types)
+            for row in rows:
+                copy.write_row(row)
 
     def _reject(self, row: Any, reason: str) -> str | None:
         """Record an invalid row; return its id if it has a usable one (it still counts as present)."""
@@ -285,8 +313,11 @@ class _EntityLoader:
 
     def _flush_rejects(self, cur: psycopg.Cursor) -> None:
         if self._rejects:
-            insert_rejects(cur, self.schema, self._rejects)
-            self._rejects.clear()
+            rows, self._rejects = self._rejects, []
+            if self.known is None:
+                insert_rejects(cur, self.schema, rows)
+            else:
+                self.known.write(insert_rejects, self.schema, rows)
 
 
 def _utf8(text: str) -> bool:
@@ -406,7 +437,12 @@ def land_extract(
             # An absent array takes nothing: its new table stays empty and the old batch stays as it was.
             k = take_over(conn, schema, entity, le.stage_table, batch_id) if carry else None
             loader = _EntityLoader(conn, schema, run_id, entity, le, record_rejects=not dry_run, known=k)
-            loader.load(rows)
+            try:
+                loader.load(rows)
+            except BaseException:
+                if k is not None:
+                    k.abandon()  # its queued statements must not outlive the transaction
+                raise
             with conn.cursor() as cur:
                 suspects = loader.seen.suspects
                 if k is not None:
