@@ -98,24 +98,25 @@ def stage_table_name(entity: Entity, batch_id: str) -> str:
     return f"stage_{entity.table}_{batch_id}"
 
 
-@functools.lru_cache(maxsize=None)
-def _stage_column_types(entity_name: str) -> tuple[tuple[str, str], ...]:
-    """(column, PostgreSQL type) of an entity's contract fields, as its GatewayDB table declares them.
+@functools.cache
+def _stage_column_types() -> dict[str, tuple[tuple[str, str], ...]]:
+    """Per entity, (column, PostgreSQL type) of its contract fields, as its GatewayDB table declares them.
 
-    Cached: building the SQLAlchemy metadata of every table for each of the eight staging tables cost
-    0.1 s a landing (py-spy), and the types do not depend on the schema the tables live in.
+    Cached, and read from one build of the SQLAlchemy metadata: building it for each of the eight staging
+    tables cost 0.1 s a landing, and once per table still 0.04 s of each sync's process (py-spy); the types
+    do not depend on the schema the tables live in.
     """
     from sqlalchemy.dialects import postgresql
 
     from garden_pipeline.gatewaydb.tables import build_metadata
 
-    entity, dialect = by_name(entity_name), postgresql.dialect()
-    cols = build_metadata("s").tables[f"s.{entity.table}"].columns
-    return tuple((c.name, c.type.compile(dialect=dialect)) for c in cols if c.name in entity.field_names)
+    tables, dialect = build_metadata("s").tables, postgresql.dialect()
+    return {e.name: tuple((c.name, c.type.compile(dialect=dialect)) for c in tables[f"s.{e.table}"].columns
+                          if c.name in e.field_names) for e in CATALOGUE}
 
 
 def _create_stage(cur: psycopg.Cursor, schema: str, entity: Entity, table: str) -> None:
-    defs = [sql.SQL("{} {}").format(ident(name), sql.SQL(type_)) for name, type_ in _stage_column_types(entity.name)]
+    defs = [sql.SQL("{} {}").format(ident(name), sql.SQL(type_)) for name, type_ in _stage_column_types()[entity.name]]
     defs.append(sql.SQL("{} bytea").format(ident(DIGEST)))
     defs.append(sql.SQL("{} bigint NOT NULL").format(ident(ORDINAL)))
     defs.append(sql.SQL("{} boolean NOT NULL").format(ident(REJECTED)))
