@@ -120,8 +120,9 @@ def _window(monkeypatch, pages: int, chunks: int) -> None:
     monkeypatch.setattr(carry_over, "CHUNK_PAGES", pages)
     monkeypatch.setattr(carry_over, "WINDOW_CHUNKS", chunks)
     monkeypatch.setattr(stream, "RUN_CHARS", max(1 << 12, stream.RUN_CHARS * pages // DEPLOYED[0]))
-    if (pages, chunks) != DEPLOYED:  # and the rows staged anew go to the background COPY a few at a time
+    if (pages, chunks) != DEPLOYED:  # and the rows staged anew (and rejects) go to the background a few at a time
         monkeypatch.setattr(staging, "_BUFFERED_ROWS", 7)
+        monkeypatch.setattr(staging, "_REJECT_FLUSH", 1)
 
 
 @pytest.mark.parametrize("pages, chunks", [DEPLOYED, (8, 3)],

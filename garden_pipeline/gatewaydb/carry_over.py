@@ -279,7 +279,7 @@ class KnownRows:
         return wanted
 
     def wants_refill(self) -> bool:
-        """Whether the window should move before the next run: ``refill``, with no COPY open."""
+        """Whether the window should move before the next run (``refill``)."""
         return self._lost is not None or bool(self._ahead())
 
     def refill(self, relanded: set[str] | None) -> None:

@@ -191,7 +191,7 @@ class _EntityLoader:
         self._copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             ident(sync_schema(schema), landed.stage_table), columns((*entity.field_names, DIGEST, ORDINAL, REJECTED))
         )
-        self._copying: Future | None = None  # carrying over: the last list of rows handed to the background
+        self._handed: dict[str, Future] = {}  # carrying over: the last list of each kind handed to the background
 
     def load(self, rows: ArrayReader) -> None:
         # The hot loop of a landing, a million times per extract. Runs of rows the run decoder took are
@@ -291,9 +291,16 @@ class _EntityLoader:
         rows: list[tuple] = []
         yield rows.append, rows
         if rows:
-            if self._copying is not None:
-                self.known.wait(self._copying)  # one list in the queue at a time: memory stays bounded
-            self._copying = self.known.write(self._copy_rows, rows)
+            self._hand_over("rows", self._copy_rows, rows)
+
+    def _hand_over(self, kind: str, fn, *args) -> None:
+        """Queue ``fn(cursor, *args)`` once the list of this kind handed over before it has run: one list of
+        rows and one of rejects in the queue at a time, so memory stays bounded however far PostgreSQL
+        falls behind the parser (a bad extract rejects rows as fast as they are read)."""
+        previous = self._handed.get(kind)
+        if previous is not None:
+            self.known.wait(previous)
+        self._handed[kind] = self.known.write(fn, *args)
 
     def _copy_rows(self, cur: psycopg.Cursor, rows: list[tuple]) -> None:
         with with_fast_bytea(cur).copy(self._copy_sql) as copy:
@@ -318,7 +325,7 @@ class _EntityLoader:
             if self.known is None:
                 insert_rejects(cur, self.schema, rows)
             else:
-                self.known.write(insert_rejects, self.schema, rows)
+                self._hand_over("rejects", insert_rejects, self.schema, rows)
 
 
 def _utf8(text: str) -> bool:
