@@ -61,6 +61,10 @@ SCATTERED_LIMIT = 0.10
 _SAMPLE_BELOW = 4  # the seek index holds the rows whose digest's last byte is below this: 1 in 64
 _QUIET_RUNS = 8  # after a seek that found nothing, runs before the next one
 _FRESH, _HELD, _DONE = 0, 1, 2  # a page range: not read yet / in the window / left it (its leftovers deleted)
+# A page range read and found to hold none of the taken-over rows: nothing to match or delete, so it takes no
+# place in the window. PostgreSQL 16 and later extend a table by many pages at once in a COPY, so a table
+# can end in ranges of empty pages; held, they pushed the last real range out before its rows came.
+_EMPTY = 3
 
 
 @dataclass
@@ -145,13 +149,15 @@ class KnownRows:
         """Hold the ranges at the table's end that the previous landing appended rows to (ordinals above
         ``previous``): rows it changed stand there, in document order but apart from the rest, and the next
         extract lists them among the others. Not when it landed the first range too (it landed it all)."""
-        def appended(no: int) -> int:
+        def appended(no: int, above: int = previous) -> int:
             cond, params = self._range(no)
             return self._db.call(lambda cur: cur.execute(sql.SQL(
-                "SELECT count(*) FROM {t} WHERE {c} AND {o} > %(previous)s").format(
-                    t=self._table, c=cond, o=ident(ORDINAL)), {**params, "previous": previous}).fetchone()[0])
+                "SELECT count(*) FROM {t} WHERE {c} AND {o} > %(above)s").format(
+                    t=self._table, c=cond, o=ident(ORDINAL)), {**params, "above": above}).fetchone()[0])
 
         last = len(self._state) - 1
+        while last > 0 and not appended(last, 0):  # empty pages at the end (_EMPTY); ordinals start at 1
+            last -= 1
         if last < 2 or appended(0):
             return
         pins = []
@@ -222,17 +228,22 @@ class KnownRows:
 
     def _move(self, wanted: list[int], relanded: set[str] | None) -> None:
         """Read the ``wanted`` ranges into the window; ranges past WINDOW_CHUNKS leave it, least recently used first."""
-        # Asked for before the ranges leaving are deleted (the queue runs in order), unless read ahead already.
+        # Read before the ranges leaving are deleted (the queue runs in order), unless read ahead already.
         fetching = [(no, self._prefetched.pop(no, None) or self._db.submit(self._fetch, no))
                     for no in dict.fromkeys(wanted) if self._state[no] == _FRESH]
-        for no, _ in fetching:
-            self._state[no] = _HELD
+        new = []
+        for no, f in fetching:
+            chunk, keys = self._read(no, f)
+            if chunk.n or chunk.undigested:
+                self._state[no] = _HELD
+                new.append((chunk, keys))
+            else:
+                self._state[no] = _EMPTY
         # The range of the last row found and those just after it stay longest: the extract goes on there.
         hot = self._hot.no if self._hot is not None else -1
         held = sorted(self._held, key=lambda c: (c.pinned or hot <= c.no <= hot + WINDOW_CHUNKS, c.used))
-        while held and len(held) + len(fetching) > WINDOW_CHUNKS:
+        while held and len(held) + len(new) > WINDOW_CHUNKS:
             self._leave(held.pop(0), relanded)
-        new = [self._read(no, f) for no, f in fetching]
         held.sort(key=lambda c: c.at)
         his, los, matched, pos, chunks, at = [], [], [], [], [], 0
         for c in held:
@@ -274,8 +285,9 @@ class KnownRows:
             if self._state[no] == _FRESH:
                 wanted.append(no)
                 ahead += hot.n  # about as many rows as the last
-            else:
+            elif self._state[no] == _HELD:
                 ahead += next(c.n for c in self._held if c.no == no)
+            # _EMPTY: no rows there; look past it
         return wanted
 
     def wants_refill(self) -> bool:
