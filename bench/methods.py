@@ -92,6 +92,7 @@ def garden(args) -> dict:
                 written[k] += md[k].value
     data = steps.get("model_garden_extract", 0) + sum(v for k, v in steps.items() if k.startswith("gatewaydb__"))
     return {"seconds": wall, "data_seconds": data, "dagster_overhead_seconds": wall - data, **written,
+            "steps": {k: round(v, 3) for k, v in steps.items()},
             "rows": written["inserted"] + written["updated"] + written["unchanged"]}
 
 

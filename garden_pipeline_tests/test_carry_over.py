@@ -112,6 +112,7 @@ def _steps(base: list[dict]):
 
 
 DEPLOYED = (carry_over.CHUNK_PAGES, carry_over.WINDOW_CHUNKS)
+_REORDERED = {"same rows, another order", "an identical duplicate"}  # the steps into a shuffled order and back
 
 
 def _window(monkeypatch, pages: int, chunks: int) -> None:
@@ -149,7 +150,10 @@ def test_a_carried_landing_stages_what_a_whole_landing_stages(pg_url, schema, db
         db.execute(f'UPDATE "{sync_schema(schema)}".landed_extracts SET applied_at = NULL')
         _, whole = _land(pg_url, schema, f"whole-{n}", body)
         assert whole.carried == 0, label
-        if rows and before and (label != "same rows, another order" or (pages, chunks) == DEPLOYED):
+        # Into the shuffled order and back out of it, a window smaller than the table carries what its ranges
+        # happen to hold, which depends on how the server lays pages out (PostgreSQL 16 leaves empty pages
+        # where 15 does not); in production SCATTERED_LIMIT lands such a table whole. Every other step carries.
+        if rows and before and (label not in _REORDERED or (pages, chunks) == DEPLOYED):
             assert carried.carried > len(rows) // 2, label  # it did carry rows over
         before = rows
         assert _counts(carried) == _counts(whole), label
