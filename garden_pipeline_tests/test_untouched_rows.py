@@ -91,6 +91,12 @@ def _steps(state: ModelGardenState):
     yield "a row inserted by hand", copy.deepcopy(rows), [
         f"INSERT INTO {sub_t} SELECT 'sub-by-hand', use_case_id, model_id, status, created_time, updated_time, "
         f"deleted_at, source_ts, synced_at FROM {sub_t} WHERE id = '{subs[20]['id']}'"], None
+    # Not in the extract and newer than it: the tombstoning leaves it live, so the ledger must list it; the
+    # next extract is newer than the row, and then the full compare tombstones it.
+    yield "a row inserted by hand, newer than the extract", copy.deepcopy(rows), [
+        f"INSERT INTO {sub_t} SELECT 'sub-by-hand-newer', use_case_id, model_id, status, created_time, "
+        f"updated_time, deleted_at, '{{later}}', synced_at FROM {sub_t} WHERE id = '{subs[21]['id']}'"], None
+    yield "that row older than the next extract", copy.deepcopy(rows), [], None
     yield "a live row tombstoned by hand", copy.deepcopy(rows), [
         f"UPDATE {sub_t} SET deleted_at = now() WHERE id = '{subs[30]['id']}'"], None
     yield "a row newer than the next extract (stale)", copy.deepcopy(rows), [

@@ -397,7 +397,7 @@ def apply_landed(
         if now is not None:
             untouched.unvouch(conn, schema, ref.stage_table, sql.SQL("SELECT id FROM _garden_orphans"), {}, narrowed)
             untouched.record(conn, schema, entity, ref.stage_table, ref.batch_id, ref.generated_at, now, narrowed,
-                             ref.rows, filled=written.filled_empty)
+                             ref.rows, filled=written.filled_empty, reached=found.reached if narrowed else True)
         elif full and not ref.dry_run:
             untouched.forget(conn, schema, entity.name, ref.batch_id)  # no ledger it could vouch for
         counts.compared = ref.rows if not narrowed else conn.execute(
