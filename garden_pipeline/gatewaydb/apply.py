@@ -433,21 +433,16 @@ def delete_preview(conn: psycopg.Connection, schema: str, entity: str, stage_tab
     e = by_name(entity)
     target = entity_table(schema, e)
     with conn.transaction():
-        found = None if batch_id is None else untouched.candidates(
-            conn, schema, e, stage_table, batch_id, generated_at, untouched.begin(conn, schema, e, own_xid=False),
-            0, absent_only=True)
-        narrowed = found is not None
-        live = found.live if narrowed else None
+        found = None if batch_id is None else untouched.absent(
+            conn, schema, e, stage_table, batch_id, generated_at, untouched.begin(conn, schema, e, own_xid=False))
+        if found is not None:
+            return found
         # Two statements, not one with count(*) FILTER (... NOT EXISTS ...): inside FILTER the subquery runs
         # once per row against the unindexed staging table; in WHERE it becomes one hash anti-join.
-        with untouched.index_probes(conn, untouched.count_candidates(conn) if narrowed else 1, live or 0):
-            absent = conn.execute(
-                sql.SQL("SELECT count(*) FROM {t} t WHERE {absent}").format(
-                    t=target, absent=_absent(schema, e, stage_table, narrowed)), {"v": generated_at},
-            ).fetchone()[0]
-        if live is None:
-            live = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {d} IS NULL").format(
-                t=target, d=ident(DELETED_COLUMN))).fetchone()[0]
+        absent = conn.execute(sql.SQL("SELECT count(*) FROM {t} t WHERE {absent}").format(
+            t=target, absent=_absent(schema, e, stage_table)), {"v": generated_at}).fetchone()[0]
+        live = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {d} IS NULL").format(
+            t=target, d=ident(DELETED_COLUMN))).fetchone()[0]
     return absent, live
 
 
