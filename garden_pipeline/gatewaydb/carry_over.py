@@ -19,9 +19,10 @@ Why this is exact:
   it declines absent optional and unknown fields, so a carried row adds nothing to the schema-drift
   counts. Rows landed one by one (and rejected rows) get no digest and are landed again every time;
 * a row is carried only when its digest is found in the window, so nothing unknown is ever kept. A
-  known row the window does not hold just then is landed again like a new one, and its old copy is
-  deleted when its range leaves the window. The two copies are told apart by their ordinals: this
-  landing numbers its rows above every ordinal of the taken-over table (``ord_base``);
+  known row the window does not hold just then (or takes for a changed one, ``_replacing``) is landed
+  again like a new one, and its old copy is deleted when its range leaves the window. The two copies
+  are told apart by their ordinals: this landing numbers its rows above every ordinal of the taken-over
+  table (``ord_base``);
 * a row that repeats an already carried row (an identical duplicate) is landed, without a digest, so
   duplicate resolution sees both; a carried row among duplicates gets its new document position first;
 * the old batch is taken only when it is applied, not locked by anyone (NOWAIT, else a plain landing),
@@ -49,8 +50,8 @@ from garden_pipeline.gatewaydb.tables import sync_schema
 
 _PROBES = 8  # slots of a row's probe sequence looked at in one step
 _STAND_IN = 8  # missed rows in a row, between rows found in place, taken for changed rows (``_replacing``)
-_NEAR, _NEAR_MIN = 64, 32
-_SCAN_ROWS = 16  # rows looked up in a pass over the window each, between two moves of it, before the hash table  # rows either side of a run's stretch searched before the hash table; from this many missed
+_NEAR, _NEAR_MIN = 64, 32  # rows either side of a run's stretch searched before the hash table; from this many missed
+_SCAN_ROWS = 16  # rows looked up in a pass over the window each, between two moves of it, before the hash table
 NEW, TWIN = -1, -2  # KnownRows.match: a row to land with its digest / without (it repeats a carried row)
 CHUNK_PAGES = 256  # table pages (2 MiB, some 12k subscriptions) the window takes in at a time
 WINDOW_CHUNKS = 6  # page ranges held at once; the one matched least recently leaves first
@@ -93,10 +94,11 @@ class KnownRows:
 
     In numpy arrays of 64-bit halves, in the table's physical order. A row is looked up first where the
     previous run's last known row stood plus one: an unchanged stretch of the extract is matched with two
-    vectorised compares. Rows not found there go to an open-addressing hash table of the window (built on
-    first need). The window moves on (``wants_refill``, ``refill``) when the extract's rows reach the
-    middle of its newest range, and seeks (``_seek``) when a run's rows are mostly not in it, through an
-    index of one row in 64 read on first need. Positions in the window's arrays are valid until the next
+    vectorised compares. Rows not found there, but for those taken for changed rows (``_replacing``), go to
+    an open-addressing hash table of the window (built on first need; the odd few between two moves are
+    looked for in a pass over it). The window moves on (``wants_refill``, ``refill``) when the extract's
+    rows reach the middle of its newest range, and seeks (``_seek``) when a run's rows are mostly not in
+    it, through an index of one row in 64 read on first need. Positions in the window's arrays are valid until the next
     ``refill``.
 
     Its statements run in a background queue (``background``), in order, while the landing parses on:
@@ -515,7 +517,8 @@ def _replacing(out: np.ndarray, miss: np.ndarray, before: int | None) -> np.ndar
     """Which missed rows stand in for known rows, the way a changed row stands where its old version does:
     a few missed rows (at most _STAND_IN in a row) between two rows found in place, with as many known rows
     between those two as there are missed rows, or a few more (rows the extract dropped). Fewer would mean
-    rows put in, which may be known rows from elsewhere (the previous landing's, at the table's end). ``before``: the window index of the row found just before the run (None: unknown).
+    rows put in, which may be known rows from elsewhere (the previous landing's, at the table's end).
+    ``before``: the window index of the row found just before the run (None: unknown).
     Found "in place" means next to another row found next to it, so a lone row found by coincidence (in an
     extract out of the table's order) is no evidence.
 

@@ -201,7 +201,8 @@ def absent(conn: psycopg.Connection, schema: str, entity: Entity, stage_table: s
     live, older = conn.execute(sql.SQL(
         "SELECT count(*) FILTER (WHERE o.{d} IS NULL), array_agg(o.id) FILTER (WHERE o.{d} IS NULL AND o.{ver} < %(v)s "
         "AND (NOT {clean} OR o.id = ANY(%(listed)s::text[]))) FROM {t} o").format(
-            d=ident(DELETED_COLUMN), ver=ident(VERSION_COLUMN), clean=_clean("o", True), t=entity_table(schema, entity)),
+            d=ident(DELETED_COLUMN), ver=ident(VERSION_COLUMN), clean=_clean("o", True),
+            t=entity_table(schema, entity)),
         params, prepare=False).fetchone()
     if not older:
         return 0, live
