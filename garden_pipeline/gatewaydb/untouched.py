@@ -117,6 +117,17 @@ def _usable(conn, schema: str, entity: Entity, generated_at: datetime, ledger: L
     return armed == len(tables)
 
 
+def _narrowing(conn: psycopg.Connection, schema: str, entity: Entity, batch_id: str, generated_at: datetime,
+               now: ApplySnapshot) -> dict | None:
+    """The batch's ledger as the narrowing queries' parameters (``_clean``'s, the listed ids, the extract's
+    time); None if it cannot narrow (``_usable``)."""
+    ledger = read_ledger(conn, schema, entity.name, batch_id)
+    if not _usable(conn, schema, entity, generated_at, ledger, now):
+        return None
+    return {"a": str(ledger.apply_xid), "snap": str(ledger.snap_xmin), "land": str(ledger.land_snap_xmin),
+            "listed": [*ledger.unlisted, *ledger.gone], "v": generated_at}
+
+
 @dataclass(frozen=True)
 class Narrowed:
     """Read in the same pass over the entity table that finds the touched rows."""
@@ -137,15 +148,13 @@ def candidates(conn: psycopg.Connection, schema: str, entity: Entity, stage_tabl
     with a digest. ``_garden_staged``: the staged rows among them, copied out in the one pass over the
     staging table this needs, so the compare reads a few thousand rows, not the whole table again.
     """
-    ledger = read_ledger(conn, schema, entity.name, batch_id)
-    if not _usable(conn, schema, entity, generated_at, ledger, now):
+    params = _narrowing(conn, schema, entity, batch_id, generated_at, now)
+    if params is None:
         return None
     conn.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGED}")  # made below by CREATE TABLE AS
     temp_table(conn, CANDIDATES, "(id text, staged boolean NOT NULL DEFAULT false, "
                "vouched boolean NOT NULL DEFAULT false)")
     stage, target = ident(sync_schema(schema), stage_table), entity_table(schema, entity)
-    params = {"a": str(ledger.apply_xid), "snap": str(ledger.snap_xmin), "land": str(ledger.land_snap_xmin),
-              "listed": [*ledger.unlisted, *ledger.gone], "v": generated_at}
     c = ident(CANDIDATES)
     # Touched in GatewayDB since the ledger's apply, or listed by the ledger; and, from the same scan of the
     # table, the live count the delete guard needs and whether any row is newer than the extract.
@@ -192,11 +201,9 @@ def absent(conn: psycopg.Connection, schema: str, entity: Entity, stage_table: s
     those few the extract has. Through the candidates table it was that, plus a lookup of every
     candidate by id: a changed sync's 10k dropped limits were 10k index probes (80 ms).
     """
-    ledger = read_ledger(conn, schema, entity.name, batch_id)
-    if not _usable(conn, schema, entity, generated_at, ledger, now):
+    params = _narrowing(conn, schema, entity, batch_id, generated_at, now)
+    if params is None:
         return None
-    params = {"a": str(ledger.apply_xid), "snap": str(ledger.snap_xmin), "listed": [*ledger.unlisted, *ledger.gone],
-              "v": generated_at}
     # Never prepared: a generic plan would not hash the ``= ANY`` array (see carry_over's range deletes).
     live, older = conn.execute(sql.SQL(
         "SELECT count(*) FILTER (WHERE o.{d} IS NULL), array_agg(o.id) FILTER (WHERE o.{d} IS NULL AND o.{ver} < %(v)s "
